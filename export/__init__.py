@@ -1,0 +1,1 @@
+"""leukedge export."""

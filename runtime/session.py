@@ -1,0 +1,177 @@
+"""The one door to ONNX Runtime: every ``InferenceSession`` in leukedge is made by :func:`create_session`.
+
+It checks the requested providers against what is installed, keeps CPU last as the fallback,
+sets threads explicitly, and after creation compares ``session.get_providers()`` with the request:
+onnxruntime-gpu without a working CUDA/cuDNN logs an error and silently runs on CPU
+(TOOLCHAIN.md), so only that comparison tells the truth. A fallback is a warning under
+``provider="auto"`` and an error when CUDA was asked for explicitly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+log = logging.getLogger(__name__)
+
+PROVIDER_CHOICES = ("auto", "cuda", "cpu")
+_ORT_PACKAGES = ("onnxruntime", "onnxruntime-gpu")
+_CUDA = "CUDAExecutionProvider"
+_CPU = "CPUExecutionProvider"
+
+
+class RuntimeSetupError(RuntimeError):
+    """ONNX Runtime is missing, installed twice, or cannot give the requested provider."""
+
+
+class ProviderFallbackWarning(UserWarning):
+    """The session runs on another provider than the one asked for."""
+
+
+def installed_ort_packages() -> list[str]:
+    """Which ONNX Runtime distributions pip has installed (both provide ``import onnxruntime``)."""
+    found = []
+    for name in _ORT_PACKAGES:
+        try:
+            metadata.version(name)
+            found.append(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def load_onnxruntime() -> Any:
+    """Import onnxruntime, or explain which extra to install."""
+    packages = installed_ort_packages()
+    if len(packages) > 1:
+        warnings.warn(
+            "Both onnxruntime and onnxruntime-gpu are installed; they write the same `onnxruntime` "
+            "module and the last one installed wins. Keep one: `pip uninstall -y onnxruntime "
+            "onnxruntime-gpu` then `pip install 'leukedge[cpu]'` or `pip install 'leukedge[gpu]'`.",
+            RuntimeWarning, stacklevel=2)
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise RuntimeSetupError(
+            "ONNX Runtime is not installed. Install one of: `pip install 'leukedge[cpu]'` "
+            "(onnxruntime) or `pip install 'leukedge[gpu]'` (onnxruntime-gpu, needs CUDA 12/13 "
+            "and cuDNN 9); never both.") from e
+    return ort
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a session asked for and what it got."""
+
+    requested: str
+    providers: tuple[str, ...]
+    intra_op_threads: int
+    inter_op_threads: int
+    fell_back: bool
+
+    @property
+    def provider(self) -> str:
+        """The provider that runs the model: 'cuda' or 'cpu'."""
+        return "cuda" if self.providers and self.providers[0] == _CUDA else "cpu"
+
+
+def default_threads() -> int:
+    """Intra-op threads: the CPUs this process may use (affinity-aware), at most 8."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    return max(1, min(n, 8))
+
+
+def _resolve_providers(ort: Any, provider: str) -> list[str]:
+    if provider not in PROVIDER_CHOICES:
+        raise ValueError(f"Unknown provider {provider!r}. Valid: {', '.join(PROVIDER_CHOICES)}")
+    available = ort.get_available_providers()
+    if provider == "cpu":
+        return [_CPU]
+    if _CUDA in available:
+        return [_CUDA, _CPU]
+    if provider == "cuda":
+        raise RuntimeSetupError(
+            "provider 'cuda' was requested but this onnxruntime has no CUDAExecutionProvider "
+            f"(available: {', '.join(available)}). Install `leukedge[gpu]` (onnxruntime-gpu) "
+            "and uninstall the CPU `onnxruntime` package.")
+    return [_CPU]
+
+
+def create_session(
+    model: str | os.PathLike | bytes,
+    provider: str = "auto",
+    threads: Optional[int] = None,
+    spin: bool = False,
+    optimization: str = "all",
+) -> tuple[Any, SessionInfo]:
+    """Create an ``onnxruntime.InferenceSession`` the leukedge way.
+
+    Args:
+        model: path to an ONNX file, or its bytes.
+        provider: "auto" (CUDA when onnxruntime-gpu has a working GPU, else CPU), "cuda"
+            (fail unless CUDA really runs the model), or "cpu".
+        threads: intra-op threads; None = :func:`default_threads`.
+        spin: let idle worker threads busy-wait. Off by default: on a 2-4 core microscope PC
+            shared with the camera software, spinning burns a core for little latency gain.
+        optimization: "all", "extended", "basic" or "disable" (ORT graph optimization level).
+
+    Returns:
+        (session, SessionInfo).
+
+    Example:
+        >>> session, info = create_session("model.onnx", provider="auto")
+        >>> info.provider
+        'cpu'
+    """
+    ort = load_onnxruntime()
+    requested = _resolve_providers(ort, provider)
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    n_threads = threads or default_threads()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = n_threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    if optimization not in levels:
+        raise ValueError(f"Unknown optimization {optimization!r}. Valid: {', '.join(levels)}")
+    opts.graph_optimization_level = levels[optimization]
+    spin_flag = "1" if spin else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin_flag)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin_flag)
+    opts.log_severity_level = 3  # errors only; the fallback is reported below, not in ORT's log
+
+    source = "<bytes>" if isinstance(model, (bytes, bytearray)) else str(model)
+    if not isinstance(model, (bytes, bytearray)):
+        if not Path(model).is_file():
+            raise FileNotFoundError(f"{source}: model file not found")
+        model = str(model)
+    try:
+        session = ort.InferenceSession(model, sess_options=opts, providers=requested)
+    except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
+        first = str(e).strip().splitlines()[0][:400] if str(e).strip() else type(e).__name__
+        raise RuntimeSetupError(f"{source}: ONNX Runtime cannot load this model: {first}") from e
+
+    got = tuple(session.get_providers())
+    fell_back = requested[0] == _CUDA and got[0] != _CUDA
+    info = SessionInfo(requested=provider, providers=got, intra_op_threads=n_threads,
+                       inter_op_threads=1, fell_back=fell_back)
+    if fell_back:
+        msg = (f"{source}: CUDA was requested but ONNX Runtime is running on {got[0]} "
+               "(CUDA/cuDNN libraries missing or no GPU answered; onnxruntime-gpu 1.2x needs "
+               "CUDA 12 or 13 and cuDNN 9 matching its build).")
+        if provider == "cuda":
+            raise RuntimeSetupError(msg)
+        warnings.warn(msg + " Falling back to CPU.", ProviderFallbackWarning, stacklevel=2)
+    return session, info
