@@ -7,7 +7,8 @@ OpenCV only.
 Steps (all parameters come from the model contract's ``preprocessing`` block, see
 :class:`PreprocessSpec`):
 
-1. Decode (``cv2.imdecode`` on the file's bytes, so non-ASCII paths work), drop alpha, BGR -> RGB.
+1. Decode (``cv2.imdecode`` on the file's bytes, so non-ASCII paths work; JPEG, PNG, TIFF or BMP,
+   recognised by content, not by suffix), drop alpha, BGR -> RGB.
    Grayscale and 16-bit images are refused: the classifier and its HSV mask rely on 8-bit stain colour.
 2. Resize to the model's input size (``INTER_AREA`` when shrinking, ``INTER_LINEAR`` when enlarging).
 3. Scale to float32 ``x * scale + offset`` (the seed's ``rescale = 1/255``).
@@ -137,11 +138,32 @@ def _truncation_reason(data: bytes) -> str | None:
     return None
 
 
+# Leading bytes of the formats leukedge accepts, and of a few it recognises only to name them in
+# the error (OpenCV would decode some of them, e.g. GIF, but they are not microscope formats).
+_ACCEPTED_SIGNATURES = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"),
+                        (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"),
+                        (b"MM\x00+", "TIFF"), (b"BM", "BMP"))
+_KNOWN_OTHER_SIGNATURES = ((b"GIF8", "GIF"), (b"RIFF", "RIFF/WebP"), (b"%PDF", "PDF"),
+                           (b"\x00\x00\x00\x0cjP", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
+                           (b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"))
+SUPPORTED_FORMATS = "JPEG, PNG, TIFF, BMP"
+
+
+def _format_problem(data: bytes) -> str | None:
+    """Why the bytes are not one of the accepted formats, or None when they are."""
+    if any(data.startswith(sig) for sig, _ in _ACCEPTED_SIGNATURES):
+        return None
+    for sig, fmt in _KNOWN_OTHER_SIGNATURES:
+        if data.startswith(sig):
+            return f"unsupported image format {fmt}; supported: {SUPPORTED_FORMATS}"
+    return f"not an image file (content is not {SUPPORTED_FORMATS})"
+
+
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     """Decode encoded image bytes into an RGB uint8 HxWx3 array."""
     if len(data) == 0:
         raise ImageError(name, "empty file (0 bytes)")
-    reason = _truncation_reason(data)
+    reason = _format_problem(data) or _truncation_reason(data)
     if reason:
         raise ImageError(name, reason)
     buf = np.frombuffer(data, dtype=np.uint8)

@@ -1,0 +1,80 @@
+"""Many files with one result each (runtime.pipeline) and the overlay drawing (runtime.overlay)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from leukedge.runtime import Classifier, Prediction
+from leukedge.runtime.overlay import overlay_names, render_overlay, write_overlay
+from leukedge.runtime.pipeline import classify_files
+from leukedge.runtime.preprocess import load_image
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_model_path) -> Classifier:
+    return Classifier(tiny_model_path, provider="cpu")
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2])
+def test_results_in_input_order_with_errors_in_place(classifier, sample_images, tmp_path, workers):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    sources = [sample_images[0], empty, *sample_images[1:4], tmp_path / "absent.png"]
+    results = list(classify_files(classifier, sources, batch_size=2, workers=workers))
+    assert [r.source for r in results] == [str(s) for s in sources]
+    assert [r.ok for r in results] == [True, False, True, True, True, False]
+    assert "empty file" in results[1].error and "file not found" in results[5].error
+    expected = classifier.predict_batch(sample_images[:4], batch_size=1)
+    for got, want in zip([r.prediction for r in results if r.ok], expected):
+        assert got.label == want.label
+        assert got.probabilities == pytest.approx(want.probabilities, abs=1e-4)
+    assert all(r.image is None for r in results)
+
+
+def test_keep_images_and_to_dict(classifier, sample_images):
+    (result,) = classify_files(classifier, [sample_images[0]], keep_images=True)
+    np.testing.assert_array_equal(result.image, load_image(sample_images[0]))
+    assert list(result.to_dict()) == ["path", "label", "confidence", "probabilities",
+                                      "needs_review", "error"]
+
+
+def test_arrays_and_bytes_are_sources_too(classifier, sample_images):
+    rgb = load_image(sample_images[2])
+    results = list(classify_files(classifier, [rgb, sample_images[2].read_bytes()], workers=0))
+    assert results[0].source.startswith("<array") and results[1].source.endswith("bytes>")
+    assert results[0].prediction == results[1].prediction
+
+
+def test_bad_arguments(classifier):
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        list(classify_files(classifier, [], batch_size=0))
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        list(classify_files(classifier, [], workers=-1))
+
+
+def test_overlay_names_are_distinct():
+    names = overlay_names(["a/x.jpg", "b/x.jpg", "x-2.png", "c/X.tif", "y.bmp"])
+    assert names == ["x.overlay.png", "x-2.overlay.png", "x-2-2.overlay.png", "X-3.overlay.png",
+                     "y.overlay.png"]
+
+
+def test_overlay_draws_outline_and_review_caption(tmp_path):
+    rgb = np.full((120, 160, 3), 255, np.uint8)
+    rgb[40:80, 60:100] = (128, 0, 255)  # a purple "cell"
+    mask = np.zeros((120, 160), bool)
+    mask[40:80, 60:100] = True
+    calm = render_overlay(rgb, mask, Prediction("Pre", 0.95, {}, False))
+    review = render_overlay(rgb, mask, Prediction("Pre", 0.40, {}, True))
+    assert calm.shape == rgb.shape and calm.dtype == np.uint8
+    assert (calm[40, 60:100] == (0, 255, 0)).all(axis=1).any()  # green outline on the cell's edge
+    red = (review[..., 2] > 200) & (review[..., 0] < 60) & (review[..., 1] < 60)
+    assert red.any() and not ((calm[..., 2] > 200) & (calm[..., 0] < 60) & (calm[..., 1] < 60)).any()
+    with pytest.raises(ValueError, match="mask shape"):
+        render_overlay(rgb, mask[:10], Prediction("Pre", 0.9, {}, False))
+    from leukedge.runtime.preprocess import HsvMaskSpec
+
+    out = write_overlay(tmp_path / "o" / "cell.overlay.png", rgb, HsvMaskSpec(),
+                        Prediction("Pre", 0.9, {}, False))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in out.parent.iterdir()] == ["cell.overlay.png"]
