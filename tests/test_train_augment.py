@@ -1,0 +1,133 @@
+"""Augmentation and the batch source: determinism, and the mask computed after augmentation.
+
+These run without TensorFlow (OpenCV and numpy only), except the tf.data wrapper test.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from dataset_builders import synthetic_dataset, synthetic_smear  # noqa: E402
+
+from leukedge.runtime.preprocess import PreprocessSpec, hsv_mask, preprocess_array  # noqa: E402
+from leukedge.train.augment import (AugmentSpec, affine_matrix, augment,  # noqa: E402
+                                    augmented_inputs, random_color)
+from leukedge.runtime.dataset import discover_dataset, make_split  # noqa: E402
+from leukedge.train.data import BatchSource, class_weights, load_images  # noqa: E402
+
+SPEC = PreprocessSpec(input_size=(32, 32))
+
+
+@pytest.fixture()
+def smear() -> np.ndarray:
+    return synthetic_smear(np.random.default_rng(1), size=64)
+
+
+def test_augment_is_deterministic_given_a_seed(smear):
+    a = augment(smear, AugmentSpec(), np.random.default_rng(5))
+    b = augment(smear, AugmentSpec(), np.random.default_rng(5))
+    c = augment(smear, AugmentSpec(), np.random.default_rng(6))
+    assert a.dtype == np.uint8 and a.shape == smear.shape
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_augment_leaves_input_untouched_and_can_be_disabled(smear):
+    before = smear.copy()
+    augment(smear, AugmentSpec(), np.random.default_rng(0))
+    assert np.array_equal(smear, before)
+    assert augment(smear, AugmentSpec(enabled=False), np.random.default_rng(0)) is smear
+
+
+def test_identity_ranges_give_the_identity_warp():
+    spec = AugmentSpec(rotation_deg=0, shift=0, shear_deg=0, zoom=0, horizontal_flip=False,
+                       color_jitter=False)
+    matrix = affine_matrix(40, 60, spec, np.random.default_rng(0))
+    assert np.allclose(matrix, [[1, 0, 0], [0, 1, 0]])
+    image = synthetic_smear(np.random.default_rng(2), 40)
+    assert np.array_equal(augment(image, spec, np.random.default_rng(0)), image)
+
+
+def test_color_jitter_stays_in_range(smear):
+    spec = AugmentSpec()
+    out = random_color(smear, spec, np.random.default_rng(3))
+    assert out.dtype == np.uint8 and out.shape == smear.shape
+    ratio = out.astype(float).mean() / smear.astype(float).mean()
+    assert 0.8 < ratio < 1.2
+    no_change = AugmentSpec(hue_deg=0, saturation=(1, 1), brightness=(1, 1))
+    assert np.abs(random_color(smear, no_change, np.random.default_rng(0)).astype(int)
+                  - smear).max() <= 1
+
+
+def test_mask_is_computed_after_augmentation(smear):
+    spec = AugmentSpec(hue_deg=60)  # large hue shifts move stain pixels in and out of the mask
+    for seed in range(5):
+        image, masked = augmented_inputs(smear, spec, np.random.default_rng(seed), SPEC)
+        expected = image * hsv_mask(image, SPEC.hsv_mask)[..., None]
+        assert np.array_equal(masked, expected)
+        augmented = augment(smear, spec, np.random.default_rng(seed))
+        ref_image, ref_masked = preprocess_array(augmented, SPEC)
+        assert np.array_equal(image, ref_image) and np.array_equal(masked, ref_masked)
+
+
+def test_undecodable_images_are_reported_and_left_out_of_the_split(tmp_path):
+    root = synthetic_dataset(tmp_path / "data", per_class=4)
+    good = (root / "Pre" / "Pre_001.jpg").read_bytes()
+    (root / "Pre" / "Pre_001.jpg").write_bytes(good[: len(good) // 2])  # cut short
+    dataset = discover_dataset(root)
+    images, records, bad = load_images(dataset, dataset.records)
+    assert list(bad) == ["Pre/Pre_001.jpg"] and "truncated" in bad["Pre/Pre_001.jpg"]
+    assert len(images) == len(records) == 15 and images[0].dtype == np.uint8
+    manifest = make_split(dataset.without(bad))
+    assert "Pre/Pre_001.jpg" not in [e["path"] for e in manifest.entries]
+    assert manifest.skipped[0][0] == "Pre/Pre_001.jpg"
+
+
+def test_class_weights_are_balanced():
+    w = class_weights([0, 0, 0, 1, 2, 2], 4)
+    assert w.tolist() == pytest.approx([6 / 12, 6 / 4, 6 / 8, 0.0])
+
+
+def _source(images, **kwargs):
+    labels = np.arange(len(images)) % 4
+    return BatchSource(images, labels, SPEC, batch_size=4, num_classes=4, **kwargs)
+
+
+def test_batch_source_epochs_are_reproducible(smear):
+    images = [np.roll(smear, i, axis=0) for i in range(10)]
+    kwargs = dict(augment_spec=AugmentSpec(), shuffle=True, seed=9,
+                  weights=class_weights(np.arange(10) % 4, 4))
+    first, second = _source(images, **kwargs), _source(images, **kwargs)
+    for _ in range(2):  # epochs 0 and 1
+        a, b = list(first()), list(second())
+        assert len(a) == len(first) == 3
+        for (xa, ya, wa), (xb, yb, wb) in zip(a, b):
+            assert np.array_equal(xa["masked_image"], xb["masked_image"])
+            assert np.array_equal(ya, yb) and np.array_equal(wa, wb)
+    epoch0 = list(_source(images, **kwargs)())[0][0]["image"]
+    assert not np.array_equal(epoch0, a[0][0]["image"])
+
+
+def test_batch_source_without_augmentation_equals_runtime_preprocessing(smear):
+    images = [smear, smear[::-1].copy()]
+    (x, y), = list(_source(images)())
+    for i, image in enumerate(images):
+        ref_image, ref_masked = preprocess_array(image, SPEC)
+        assert np.array_equal(x["image"][i], ref_image)
+        assert np.array_equal(x["masked_image"][i], ref_masked)
+    assert y.tolist() == [[1, 0, 0, 0], [0, 1, 0, 0]]
+
+
+@pytest.mark.slow
+def test_tf_dataset_has_known_length_and_signature(smear):
+    from leukedge.train.data import to_tf_dataset
+
+    source = _source([smear] * 6, weights=np.ones(4))
+    ds = to_tf_dataset(source)
+    assert int(ds.cardinality()) == 2
+    x, y, w = next(iter(ds))
+    assert x["image"].shape == (4, 32, 32, 3) and y.shape == (4, 4) and w.shape == (4,)
