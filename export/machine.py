@@ -1,0 +1,80 @@
+"""Describe the machine a benchmark ran on: results mean little without the CPU and its flags.
+
+INT8 speed depends on AVX512-VNNI / AVX-VNNI / AMX (TOOLCHAIN.md): record them with every number.
+Standard library only, plus onnxruntime's version when it is installed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
+                     "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo as key -> value ({} where there is none)."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _package_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def describe_machine(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
+    """CPU model, core counts, SIMD flags relevant to INT8/FP16, and software versions."""
+    info = _cpuinfo(cpuinfo_path)
+    flags = set(info.get("flags", "").split())
+    return {
+        "cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable_cpus(),
+        "cpu_flags": {f: f in flags for f in INTERESTING_FLAGS} if flags else {},
+        "int8_acceleration": _int8_word(flags),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": _package_version("onnxruntime") or _package_version("onnxruntime-gpu"),
+        "leukedge": _package_version("leukedge"),
+    }
+
+
+def _int8_word(flags: set[str]) -> str:
+    if not flags:
+        return "unknown (no /proc/cpuinfo)"
+    if "amx_int8" in flags:
+        return "AMX + VNNI"
+    if "avx512_vnni" in flags or "avx_vnni" in flags:
+        return "VNNI"
+    if "avx2" in flags:
+        return "AVX2 without VNNI (INT8 gains smaller than on VNNI CPUs)"
+    return "no AVX2"
+
+
+def machine_line(machine: dict) -> str:
+    """One line for a table footer."""
+    return (f"{machine['cpu_model']}, {machine['usable_cpus']} usable CPUs, INT8: "
+            f"{machine['int8_acceleration']}, onnxruntime {machine['onnxruntime']}")

@@ -1,0 +1,105 @@
+"""The three ways to make a child model, each on top of onnxruntime / onnxconverter-common.
+
+Kept apart from :mod:`.quantize` (options, contract, gate) so each backend stays a short function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import QuantizationError
+
+
+@dataclass
+class BackendResult:
+    """The child proto (contract not yet embedded) and what the backend did."""
+
+    proto: Any
+    extra: dict = field(default_factory=dict)  # goes into the contract's quantization block
+    notes: list[str] = field(default_factory=list)
+    float_path: Optional[Path] = None  # the FP32 model that was quantized (for sensitivity)
+    quant_path: Optional[Path] = None
+
+
+def prepare(model_path: Path, work: Path, notes: list[str]) -> Path:
+    """onnxruntime's ``quant_pre_process`` (shape inference, fusions); the model as is if it fails."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = work / "prepared.onnx"
+    for skip_symbolic in (False, True):
+        try:
+            quant_pre_process(str(model_path), str(out), skip_symbolic_shape=skip_symbolic)
+            return out
+        except Exception as e:  # symbolic shape inference fails on some graphs; retry without
+            last = e
+    notes.append(f"quant_pre_process failed ({type(last).__name__}: {last}); quantized the model as is")
+    return model_path
+
+
+def _static(prepared: Path, out: Path, options, reader) -> dict:
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[options.calib_method]
+    quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
+                    per_channel=options.per_channel, reduce_range=options.reduce_range,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    nodes_to_exclude=list(options.exclude_nodes) or None,
+                    calibrate_method=method)
+    return {"format": "QDQ", "activation_type": "uint8", "weight_type": "int8",
+            "reduce_range": options.reduce_range}
+
+
+def _dynamic(prepared: Path, out: Path, options) -> dict:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(prepared), str(out), per_channel=options.per_channel,
+                     reduce_range=options.reduce_range, weight_type=QuantType.QInt8,
+                     nodes_to_exclude=list(options.exclude_nodes) or None)
+    return {"format": "dynamic (ConvInteger/MatMulInteger)", "weight_type": "int8",
+            "reduce_range": options.reduce_range}
+
+
+def _fp16(parent_proto: Any, options) -> Any:
+    from onnxconverter_common import float16
+
+    return float16.convert_float_to_float16(
+        parent_proto, keep_io_types=True,
+        node_block_list=list(options.exclude_nodes) or None)
+
+
+def check_node_names(proto: Any, names, where: str) -> None:
+    """Refuse --exclude-nodes names the graph does not have (a typo would be silently ignored)."""
+    known = {n.name for n in proto.graph.node}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sample = ", ".join(sorted(known)[:8])
+        raise ValueError(f"--exclude-nodes: {unknown} are not nodes of {where} "
+                         f"({len(known)} nodes, e.g. {sample})")
+
+
+def run_backend(model_path: Path, parent_proto: Any, work: Path, options, reader) -> BackendResult:
+    """Make the child model for ``options.method`` in ``work``; returns its proto."""
+    import onnx
+
+    notes: list[str] = []
+    try:
+        if options.method == "fp16":
+            check_node_names(parent_proto, options.exclude_nodes, str(model_path))
+            return BackendResult(proto=_fp16(parent_proto, options), extra={"keep_io_types": True})
+        prepared = prepare(model_path, work, notes)
+        check_node_names(onnx.load(str(prepared)), options.exclude_nodes,
+                         "the model after onnxruntime's pre-processing")
+        out = work / "quantized.onnx"
+        extra = (_static(prepared, out, options, reader) if options.method == "static"
+                 else _dynamic(prepared, out, options))
+        extra["preprocessed"] = prepared != model_path
+        return BackendResult(proto=onnx.load(str(out)), extra=extra, notes=notes,
+                             float_path=prepared, quant_path=out)
+    except ValueError:
+        raise
+    except Exception as e:  # onnxruntime.quantization raises bare Exceptions and RuntimeErrors
+        raise QuantizationError(f"{options.method} quantization failed: {type(e).__name__}: {e}") from e

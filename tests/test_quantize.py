@@ -1,0 +1,177 @@
+"""Quantization (static / dynamic / fp16) of tiny ONNX models: the child runs, carries the
+extended contract, and the accuracy gate refuses a model that quantization breaks, writing nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from dataset_builders import synthetic_dataset
+from leukedge.cli.main import app
+from leukedge.export import (AccuracyGateError, ImageCalibrationReader, QuantizationError,
+                             QuantizeOptions, calibration_files, calibration_set_sha256,
+                             load_labelled, quantize_model)
+from leukedge.export.calibration import select_evenly
+from leukedge.runtime.classifier import Classifier
+from leukedge.runtime.contract import ModelContract, embed_contract, read_contract, save_model
+from leukedge.runtime.files import sha256_file
+from leukedge.runtime.preprocess import PreprocessSpec, preprocess
+
+CLASSES = ("Benign", "Early", "Pre", "Pro")
+BROKEN_SIZE = 16
+COLOURS = ((200, 60, 60), (60, 200, 60), (60, 60, 200), (40, 40, 40))  # -> class 0, 1, 2, 3
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory) -> Path:
+    return synthetic_dataset(tmp_path_factory.mktemp("calib"), per_class=5)
+
+
+def test_calibration_reader_is_deterministic(calib_dir):
+    files = calibration_files(calib_dir, 8)
+    assert len(files) == 8 and files == sorted(files)
+    assert files == calibration_files(calib_dir, 8)
+    assert {f.parent.name for f in files} == set(CLASSES)  # spread over every class folder
+    reader = ImageCalibrationReader(list(reversed(files)), PreprocessSpec(input_size=(32, 32)),
+                                    {"image": "image", "masked_image": "masked_image"})
+    first = [reader.get_next() for _ in range(len(reader))]
+    assert reader.get_next() is None
+    reader.rewind()
+    again = list(reader)
+    assert len(again) == 8 and all(a["image"].shape == (1, 32, 32, 3) for a in again)
+    np.testing.assert_array_equal(first[3]["masked_image"], again[3]["masked_image"])
+    assert calibration_set_sha256(files) == calibration_set_sha256(list(reversed(files)))
+    assert select_evenly([Path("b"), Path("a"), Path("c")], 2) == [Path("a"), Path("c")]
+
+
+@pytest.mark.parametrize("method,precision", [("static", "int8"), ("dynamic", "int8"),
+                                              ("fp16", "fp16")])
+def test_quantized_child_runs_and_extends_the_contract(method, precision, tiny_model_path,
+                                                       calib_dir, tmp_path):
+    files = tuple(calibration_files(calib_dir, 12))
+    out = tmp_path / f"tiny-{method}.onnx"
+    result = quantize_model(tiny_model_path, out, QuantizeOptions(method, files))
+    contract = read_contract(out)
+    assert contract.precision == precision and result.contract.precision == precision
+    assert contract.provenance["parent_sha256"] == sha256_file(tiny_model_path)
+    q = contract.quantization
+    assert q["method"] == method and q["excluded_nodes"] == []
+    assert q["per_channel"] is (None if method == "fp16" else True)
+    if method == "static":
+        assert q["calib_size"] == 12 and q["calib_method"] == "minmax"
+        assert q["calibration_set_sha256"] == calibration_set_sha256(files)
+    assert contract.classes == CLASSES and contract.output_name == "probs"
+    assert result.agreement.n_images == 12 and result.agreement.source == "calibration images"
+    if method == "fp16":  # the tiny model's whitening weights (x125) amplify INT8 rounding
+        assert result.agreement.argmax_agreement >= 0.9
+    clf = Classifier(out, provider="cpu")  # inputs stay float32 (keep_io_types for fp16)
+    assert clf.predict(files[0]).label in CLASSES
+
+
+def test_quantize_checks_its_arguments(tiny_model_path, make_tiny_onnx, calib_dir, tmp_path):
+    with pytest.raises(ValueError, match="static quantization needs calibration images"):
+        quantize_model(tiny_model_path, tmp_path / "x.onnx", QuantizeOptions("static"))
+    with pytest.raises(ValueError, match="Unknown method 'int4'. Valid: static, dynamic, fp16"):
+        quantize_model(tiny_model_path, tmp_path / "x.onnx", QuantizeOptions("int4"))
+    with pytest.raises(ValueError, match=r"--exclude-nodes: \['nope'\] are not nodes"):
+        quantize_model(tiny_model_path, tmp_path / "x.onnx",
+                       QuantizeOptions("dynamic", exclude_nodes=("nope",)))
+    fp16 = make_tiny_onnx(tmp_path / "half.onnx", float16=True)
+    with pytest.raises(QuantizationError, match="already fp16"):
+        quantize_model(fp16, tmp_path / "x.onnx", QuantizeOptions("dynamic"))
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# ----------------------------------------------------------------------------- the gate
+
+
+def _broken_model(path: Path) -> Path:
+    """A 4-class model whose fifth logit is a constant 1000, sliced off before the softmax.
+
+    In FP32 the 4 small logits decide; INT8 gives that Gemm output one per-tensor scale of ~4,
+    which rounds the informative logits to the same value: quantization destroys the model.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.zeros((6, 5), np.float32)
+    weights[0, 0] = weights[1, 1] = weights[2, 2] = 4.0
+    bias = np.array([0, 0, 0, 1.5, 1000], np.float32)
+    nodes = [helper.make_node("ReduceMean", [n], [n + "_mean"], axes=[1, 2], keepdims=0, name=n + "_mean")
+             for n in ("image", "masked_image")]
+    nodes += [helper.make_node("Concat", ["image_mean", "masked_image_mean"], ["feat"], axis=1, name="concat"),
+              helper.make_node("MatMul", ["feat", "W"], ["mm"], name="dense"),
+              helper.make_node("Add", ["mm", "B"], ["logits5"], name="bias_with_outlier"),
+              helper.make_node("Slice", ["logits5", "s", "e", "a"], ["logits"], name="drop_outlier"),
+              helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax")]
+    inits = [numpy_helper.from_array(v, k) for k, v in
+             {"W": weights, "B": bias, "s": np.array([0]), "e": np.array([4]), "a": np.array([1])}.items()]
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", BROKEN_SIZE, BROKEN_SIZE, 3])
+          for n in ("image", "masked_image")]
+    graph = helper.make_graph(nodes, "broken", io,
+                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    embed_contract(model, ModelContract.for_hybrid(PreprocessSpec(input_size=(BROKEN_SIZE, BROKEN_SIZE))))
+    save_model(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def broken(tmp_path_factory) -> tuple[Path, Path]:
+    """(broken model, labelled folder that the FP32 model classifies perfectly)."""
+    root = tmp_path_factory.mktemp("broken")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        k = i % 4
+        image = np.clip(np.array(COLOURS[k]) + rng.integers(-20, 20, (BROKEN_SIZE, BROKEN_SIZE, 3)),
+                        0, 255).astype(np.uint8)
+        (root / "data" / CLASSES[k]).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / "data" / CLASSES[k] / f"{i:03d}.png"), image[:, :, ::-1])
+    return _broken_model(root / "broken.onnx"), root / "data"
+
+
+def test_gate_refuses_a_model_quantization_destroys(broken, tmp_path):
+    model, data = broken
+    labelled = load_labelled(data, CLASSES)
+    options = QuantizeOptions("static", tuple(calibration_files(data, 20)))
+    out = tmp_path / "broken-int8.onnx"
+    with pytest.raises(AccuracyGateError, match=r"accuracy drops .* more than --max-drop 1 pp") as err:
+        quantize_model(model, out, options, gate_data=labelled)
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert err.value.gate.reference["accuracy"] == 1.0
+    worst = err.value.offenders[0]
+    assert worst.tensor == "logits5" and worst.worst_channel_sqnr_db < 10 < worst.local_sqnr_db
+    assert "--exclude-nodes" in str(err.value)
+    # the suggestion works: keeping the culprit in float passes the gate
+    keep = tuple(err.value.suggested_exclude)
+    assert str(err.value).endswith("--exclude-nodes " + ",".join(keep))
+    result = quantize_model(model, out, QuantizeOptions("static", options.calib_paths,
+                                                        exclude_nodes=keep), gate_data=labelled)
+    assert result.gate.passed and read_contract(out).quantization["excluded_nodes"] == list(keep)
+    assert read_contract(out).metrics["gate"]["candidate"]["accuracy"] == 1.0
+
+
+def test_cli_gate_failure_exits_1_and_names_nodes(broken, tmp_path):
+    model, data = broken
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(app, ["quantize", str(model), "--calib", str(data), "--data",
+                                      str(data), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "refused by the accuracy gate" in result.output and "logits5" not in result.output
+    assert "Per-activation sensitivity" in result.output and not out.exists()
+
+
+def test_cli_quantize_fp16_and_errors(tiny_model_path, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "t16.onnx"
+    ok = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert "fp16" in ok.output and read_contract(out).precision == "fp16"
+    no_calib = runner.invoke(app, ["quantize", str(tiny_model_path), "--out", str(tmp_path / "s.onnx")])
+    assert no_calib.exit_code == 2 and "needs calibration images" in no_calib.output
+    helptext = runner.invoke(app, ["quantize", "--help"])
+    assert "SLOWER" in helptext.output
