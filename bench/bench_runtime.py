@@ -12,7 +12,7 @@ the machine (CPU model, cores, AVX512/VNNI/AMX flags), the versions and the load
 build machine is shared: compare numbers from the same run only).
 
 Usage:
-    python bench/bench_runtime.py [--images /work/shared/data/ALL/Original] [--n 650] \
+    python bench/bench_runtime.py [--images ../shared/data/ALL/Original] [--n 650] \
         [--model model.onnx] [--cold-runs 7]
 """
 
@@ -123,7 +123,7 @@ def versions() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=Path, default=Path("/work/shared/data/ALL/Original"))
+    parser.add_argument("--images", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/ALL/Original")
     parser.add_argument("--n", type=int, default=650, help="images for the in-process timings")
     parser.add_argument("--model", type=Path, help="ONNX model (default: tiny 224x224 test graph)")
     parser.add_argument("--batch-size", type=int, default=16)

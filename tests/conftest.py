@@ -15,9 +15,10 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
+from dataset_builders import ALL_DATA  # noqa: E402
 from onnx_builders import make_tiny_onnx as _make_tiny_onnx  # noqa: E402
 
-DATA_ROOT = Path("/work/shared/data/ALL/Original")
+DATA_ROOT = ALL_DATA / "Original"  # ../shared/data/ALL beside the checkout, or $LEUKEDGE_ALL_DATA
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 
 
