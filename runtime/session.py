@@ -105,6 +105,28 @@ def _resolve_providers(ort: Any, provider: str) -> list[str]:
     return [_CPU]
 
 
+_OPTIMIZATION_LEVELS = {"all": "ORT_ENABLE_ALL", "extended": "ORT_ENABLE_EXTENDED",
+                        "basic": "ORT_ENABLE_BASIC", "disable": "ORT_DISABLE_ALL"}
+
+
+def _session_options(ort: Any, threads: int, spin: bool, optimization: str) -> Any:
+    """Explicit threads, no spinning unless asked, the requested graph optimization level."""
+    if optimization not in _OPTIMIZATION_LEVELS:
+        raise ValueError(f"Unknown optimization {optimization!r}. "
+                         f"Valid: {', '.join(_OPTIMIZATION_LEVELS)}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
+                                            _OPTIMIZATION_LEVELS[optimization])
+    spin_flag = "1" if spin else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin_flag)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin_flag)
+    opts.log_severity_level = 3  # errors only; a fallback is reported by create_session
+    return opts
+
+
 def create_session(
     model: str | os.PathLike | bytes,
     provider: str = "auto",
@@ -136,21 +158,7 @@ def create_session(
     if threads is not None and threads < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     n_threads = threads or default_threads()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = n_threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-    if optimization not in levels:
-        raise ValueError(f"Unknown optimization {optimization!r}. Valid: {', '.join(levels)}")
-    opts.graph_optimization_level = levels[optimization]
-    spin_flag = "1" if spin else "0"
-    opts.add_session_config_entry("session.intra_op.allow_spinning", spin_flag)
-    opts.add_session_config_entry("session.inter_op.allow_spinning", spin_flag)
-    opts.log_severity_level = 3  # errors only; the fallback is reported below, not in ORT's log
+    opts = _session_options(ort, n_threads, spin, optimization)
 
     source = "<bytes>" if isinstance(model, (bytes, bytearray)) else str(model)
     if not isinstance(model, (bytes, bytearray)):
@@ -169,8 +177,8 @@ def create_session(
                        inter_op_threads=1, fell_back=fell_back)
     if fell_back:
         msg = (f"{source}: CUDA was requested but ONNX Runtime is running on {got[0]} "
-               "(CUDA/cuDNN libraries missing or no GPU answered; onnxruntime-gpu 1.2x needs "
-               "CUDA 12 or 13 and cuDNN 9 matching its build).")
+               "(no GPU answered, or the CUDA/cuDNN 9 libraries that this onnxruntime-gpu build "
+               "was made for are missing).")
         if provider == "cuda":
             raise RuntimeSetupError(msg)
         warnings.warn(msg + " Falling back to CPU.", ProviderFallbackWarning, stacklevel=2)
