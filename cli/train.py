@@ -85,6 +85,10 @@ def train_command(
                                                          "block; default: the backbone's"),
     head_units: Optional[str] = typer.Option(None, help="Head Dense sizes, e.g. 512,256,128"),
     dropout: Optional[float] = typer.Option(None, help="Head dropout; default: the backbone's"),
+    l2: float = typer.Option(0.01, help="L2 weight decay of the head's Dense layers (the seed's 0.01)"),
+    rotation: float = typer.Option(40.0, help="Augmentation: max rotation, degrees (the seed's 40)"),
+    shift: float = typer.Option(0.4, help="Augmentation: max width/height shift, fraction (seed 0.4)"),
+    zoom: float = typer.Option(0.4, help="Augmentation: zoom range, fraction (the seed's 0.4)"),
     overwrite: bool = typer.Option(False, help="Replace the files of an existing run folder"),
 ) -> None:
     """Train a hybrid classifier and write a run folder (model.keras, split.json, run.json, ...)."""
@@ -95,7 +99,7 @@ def train_command(
         row = get_backbone(backbone)
         HybridConfig.resolve(backbone, input_size=_parse_size(input_size),
                              seg_features=seg_features, seg_width=seg_width,
-                             head_units=_parse_units(head_units), dropout=dropout)
+                             head_units=_parse_units(head_units), dropout=dropout, l2=l2)
         resolve_weights(row, weights)
     except ValueError as e:
         _fail(str(e))
@@ -111,6 +115,7 @@ def train_command(
                        input_size=_parse_size(input_size), seed=seed, variant=variant,
                        color_jitter=color_jitter, augment=augment, learning_rate=learning_rate,
                        seg_width=seg_width, head_units=_parse_units(head_units), dropout=dropout,
+                       l2=l2, augment_ranges={"rotation_deg": rotation, "shift": shift, "zoom": zoom},
                        overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except ValueError as e:
         _fail(str(e))

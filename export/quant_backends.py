@@ -46,20 +46,26 @@ def _static(prepared: Path, out: Path, options, reader) -> dict:
               "percentile": CalibrationMethod.Percentile}[options.calib_method]
     quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                     per_channel=options.per_channel, reduce_range=options.reduce_range,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8, weight_type=_weight_type(options),
                     nodes_to_exclude=list(options.exclude_nodes) or None,
                     calibrate_method=method)
-    return {"format": "QDQ", "activation_type": "uint8", "weight_type": "int8",
+    return {"format": "QDQ", "activation_type": "uint8", "weight_type": options.weight_type,
             "reduce_range": options.reduce_range}
+
+
+def _weight_type(options):
+    from onnxruntime.quantization import QuantType
+
+    return QuantType.QUInt8 if options.weight_type == "uint8" else QuantType.QInt8
 
 
 def _dynamic(prepared: Path, out: Path, options) -> dict:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(prepared), str(out), per_channel=options.per_channel,
-                     reduce_range=options.reduce_range, weight_type=QuantType.QInt8,
+                     reduce_range=options.reduce_range, weight_type=_weight_type(options),
                      nodes_to_exclude=list(options.exclude_nodes) or None)
-    return {"format": "dynamic (ConvInteger/MatMulInteger)", "weight_type": "int8",
+    return {"format": "dynamic (ConvInteger/MatMulInteger)", "weight_type": options.weight_type,
             "reduce_range": options.reduce_range}
 
 

@@ -43,6 +43,7 @@ from .sensitivity import activation_sensitivity, exclude_suggestion
 
 METHODS = ("static", "dynamic", "fp16")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+WEIGHT_TYPES = ("int8", "uint8")
 AGREEMENT_TOLERANCE = 0.05  # informative only: INT8 moves probabilities by a few percent
 PRECISION_OF = {"static": "int8", "dynamic": "int8", "fp16": "fp16"}
 
@@ -57,10 +58,14 @@ class QuantizeOptions:
     per_channel: bool = True
     reduce_range: bool = True  # 7-bit weights: INT8 kernels of CPUs without VNNI saturate otherwise
     exclude_nodes: tuple[str, ...] = ()
+    weight_type: str = "int8"  # "uint8" (u8u8 kernels) does not saturate on AVX2 CPUs either
 
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"Unknown method {self.method!r}. Valid: {', '.join(METHODS)}")
+        if self.weight_type not in WEIGHT_TYPES:
+            raise ValueError(f"Unknown weight type {self.weight_type!r}. "
+                             f"Valid: {', '.join(WEIGHT_TYPES)}")
         if self.calib_method not in CALIB_METHODS:
             raise ValueError(f"Unknown calibration method {self.calib_method!r}. "
                              f"Valid: {', '.join(CALIB_METHODS)}")

@@ -72,7 +72,20 @@ def test_quantized_child_runs_and_extends_the_contract(method, precision, tiny_m
     assert clf.predict(files[0]).label in CLASSES
 
 
+def test_uint8_weights_are_recorded_in_the_contract(tiny_model_path, calib_dir, tmp_path):
+    files = tuple(calibration_files(calib_dir, 8))
+    out = tmp_path / "tiny-u8.onnx"
+    quantize_model(tiny_model_path, out, QuantizeOptions("static", files, weight_type="uint8",
+                                                         reduce_range=False))
+    q = read_contract(out).quantization
+    assert q["weight_type"] == "uint8" and q["reduce_range"] is False
+    assert Classifier(out, provider="cpu").predict(files[0]).label in CLASSES
+
+
 def test_quantize_checks_its_arguments(tiny_model_path, make_tiny_onnx, calib_dir, tmp_path):
+    with pytest.raises(ValueError, match="Unknown weight type 'int4'. Valid: int8, uint8"):
+        quantize_model(tiny_model_path, tmp_path / "x.onnx",
+                       QuantizeOptions("static", (Path("a.jpg"),), weight_type="int4"))
     with pytest.raises(ValueError, match="static quantization needs calibration images"):
         quantize_model(tiny_model_path, tmp_path / "x.onnx", QuantizeOptions("static"))
     with pytest.raises(ValueError, match="Unknown method 'int4'. Valid: static, dynamic, fp16"):

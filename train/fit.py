@@ -142,7 +142,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, backbone: str
           seg_features: str = "gap", input_size: Optional[Sequence[int]] = None, seed: int = 42,
           variant: str = "original", color_jitter: bool = True, augment: bool = True,
           learning_rate: float = 1e-4, callbacks: Sequence = (), verbose: int | str = 2,
-          overwrite: bool = False, **model_options) -> TrainResult:
+          overwrite: bool = False, augment_ranges: Optional[dict] = None,
+          **model_options) -> TrainResult:
     """Train a hybrid on a labelled dataset folder and write a complete run folder.
 
     Args:
@@ -158,6 +159,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, backbone: str
         variant: "original" or "segmented" (the ALL layout's two folders).
         color_jitter: add hue/saturation/brightness jitter to the seed's augmentation.
         augment: False trains on un-augmented images.
+        augment_ranges: overrides of the seed's geometric ranges (``rotation_deg``, ``shift``,
+            ``zoom``, ``shear_deg``); see :class:`~leukedge.train.augment.AugmentSpec`.
         learning_rate: Adam's initial learning rate.
         callbacks: extra Keras callbacks (e.g. a progress display).
         verbose: Keras ``fit`` verbosity.
@@ -175,7 +178,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, backbone: str
     weights = resolve_weights(config.row, weights)
     settings = TrainSettings(epochs=int(epochs), batch_size=int(batch_size),
                              learning_rate=float(learning_rate), seed=int(seed), variant=variant,
-                             augment=AugmentSpec(color_jitter=color_jitter, enabled=augment),
+                             augment=AugmentSpec(color_jitter=color_jitter, enabled=augment,
+                                                 **(augment_ranges or {})),
                              **extra_settings)
     settings.validate()
     dataset = discover_dataset(data_dir, settings.variant)
