@@ -74,6 +74,10 @@ def register(app: typer.Typer) -> None:
                                                     "(files or folders) for parity instead."),
         tolerance: float = typer.Option(1e-4, "--tolerance", help="Max |probability difference| "
                                         "against Keras."),
+        review_below: float = typer.Option(0.0, "--review-below", min=0.0, max=1.0,
+                                           help="Recommended confidence under which `leukedge "
+                                                "infer` flags a prediction for review (stored in "
+                                                "the contract)."),
     ) -> None:
         """Export a Keras hybrid to a checked ONNX model with its contract.
 
@@ -86,6 +90,10 @@ def register(app: typer.Typer) -> None:
             sources, where = parity_sources(run, split_file, data, images, parity_count)
         except ValueError as e:
             _fail(str(e), 2)
+        if review_below:
+            if run is None:
+                _fail("--review-below needs the run folder's run.json beside the model", 2)
+            run = {**run, "review_below": review_below}
         if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf2onnx")):
             _fail(TRAIN_HINT, 2)
         _run_export(keras_path, run, out or keras_path.with_suffix(".onnx"), sources, where,

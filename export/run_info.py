@@ -58,7 +58,8 @@ def contract_from_run(run: dict, input_names: dict[str, str], output_name: str,
         spec, classes=tuple(run["classes"]), image_input=input_names["image"],
         masked_input=input_names.get("masked_image", "masked_image"), output_name=output_name,
         precision="fp32", backbone=str(run.get("backbone", "unknown")), model_info=model_info,
-        provenance=provenance, metrics=run.get("test_metrics"))
+        provenance=provenance, metrics=run.get("test_metrics"),
+        review_below=float(run.get("review_below", 0.0)))
     if "masked_image" not in input_names:  # an image-only model (no segmentation branch)
         contract = contract.with_updates(
             inputs=tuple(i for i in contract.inputs if i.content == "image"))

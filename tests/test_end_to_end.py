@@ -33,7 +33,7 @@ def pipeline(tmp_path_factory):
     data = tiny_real_dataset(tmp_path_factory.mktemp("data"), per_class=8)
     run = tmp_path_factory.mktemp("runs") / "run"
     _invoke(["train", str(data), "--out", str(run), *TINY])
-    _invoke(["export", str(run), "--data", str(data)])
+    _invoke(["export", str(run), "--data", str(data), "--review-below", "0.6"])
     int8 = run / "model-int8.onnx"
     _invoke(["quantize", str(run / "model.onnx"), "--method", "static", "--calib", str(data),
              "--calib-size", "16", "--out", str(int8)])
@@ -72,12 +72,14 @@ def test_contracts_carry_the_run_and_the_parent(pipeline):
     assert fp32.provenance["data_manifest_sha256"] == run_info["data_manifest_sha256"]
     assert fp32.provenance["split_manifest_sha256"] == sha256_file(run / "split.json")
     assert fp32.metrics is not None
+    assert fp32.review_below == 0.6
 
     child = read_contract(int8)
     assert child.precision == "int8"
     assert child.quantization["method"] == "static"
     assert child.provenance["parent_sha256"] == sha256_file(run / "model.onnx")
     assert child.classes == fp32.classes and child.preprocessing == fp32.preprocessing
+    assert child.review_below == fp32.review_below
 
 
 @pytest.mark.slow
