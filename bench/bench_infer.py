@@ -81,7 +81,7 @@ def keras_reference(images: list[Path], repeats: int = 3) -> dict:
     from leukedge.runtime.preprocess import PreprocessSpec, preprocess_batch
     from leukedge.train.model import build_hybrid
 
-    model = build_hybrid(backbone="densenet201", input_size=(224, 224), seg_features="gap",
+    model = build_hybrid("densenet201", input_size=(224, 224), seg_features="gap",
                          weights=None)
     x, m = preprocess_batch(images[:8], PreprocessSpec(input_size=(224, 224)))
     feeds = {"image": x, "masked_image": m}
@@ -91,6 +91,7 @@ def keras_reference(images: list[Path], repeats: int = 3) -> dict:
         start = time.perf_counter()
         model.predict({k: v[:1] for k, v in feeds.items()}, verbose=0)
         per_image.append((time.perf_counter() - start) * 1000)
+    model.predict(feeds, batch_size=8, verbose=0)  # trace the batch-8 shape first
     start = time.perf_counter()
     model.predict(feeds, batch_size=8, verbose=0)
     batch8 = (time.perf_counter() - start) * 1000 / 8

@@ -9,17 +9,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data/ALL}"
-run="${RUN:-runs/default-small_cnn-128}"
+run="${RUN:-runs/default2-small_cnn-128}"
 models="runtime/assets/models"
 
 if [ ! -f "$run/model.keras" ]; then
+  # Milder geometry than the seed's (zoom 0.4 changes cell size, a maturity cue; shift 0.4 pushes
+  # cells out of a 128 px frame) and a light L2: the seed's settings gave 95.4% (docs/RESULTS.md).
   leukedge train "$data" --backbone small_cnn --input-size 128 --epochs 30 --seed 42 \
-    --learning-rate 1e-3 ${TRAIN_OPTIONS:-} --out "$run"
+    --learning-rate 1e-3 --l2 1e-4 --rotation 180 --shift 0.1 --zoom 0.1 --out "$run"
 fi
-leukedge export "$run" --out "$run/model.onnx" --data "$data" --parity-images 64
-# Per-tensor weights: per-channel (and percentile calibration) lost 3.4-3.6 points on this model
-# and were refused by the gate; per-tensor MinMax kept accuracy (docs/RESULTS.md).
-leukedge quantize "$run/model.onnx" --method static --data "$data" --no-per-channel \
+leukedge export "$run" --out "$run/model.onnx" --data "$data" --parity-images 64 --review-below 0.8
+# uint8 per-channel weights: ORT's u8u8 kernels do not saturate on AVX2 CPUs without VNNI, where
+# int8 weights (even 7-bit) lost 3-4 points of top-1 agreement (bench/quant_sweep.py, docs/RESULTS.md).
+leukedge quantize "$run/model.onnx" --method static --data "$data" \
+  --weight-type uint8 --no-reduce-range \
   --split-manifest "$run/split.json" --calib-size 200 --max-drop 0.3 --out "$run/model-int8.onnx"
 leukedge quantize "$run/model.onnx" --method fp16 --data "$data" \
   --split-manifest "$run/split.json" --out "$run/model-fp16.onnx"

@@ -142,6 +142,30 @@ def _classify(classifier: Any, sources: list, fmt: str, batch_size: int,
     return tally
 
 
+def _keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory instead of returning it to the OS after every image.
+
+    Each image makes a few 200-600 KB temporaries; glibc's default thresholds hand them back to
+    the OS and fault them in again. The same thresholds set through the environment
+    (MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_) took 650 images from 3.86-4.54 s to
+    3.26-3.63 s here; set this late, at command start, the gain was smaller and within this
+    machine's noise. A process-wide setting, so the command sets it, not the library. Elsewhere
+    than glibc this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        libc.mallopt(m_trim_threshold, 64 << 20)
+        libc.mallopt(m_mmap_threshold, 64 << 20)
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        pass
+
+
 def _summary(tally: _Tally, seconds: float, review_below: float) -> str:
     done = tally.total - tally.failed
     rate = tally.total / seconds if seconds > 0 else float("inf")
@@ -183,6 +207,7 @@ def infer(
         "--recursive", "-r", help="Descend into subfolders (and ** in glob patterns).")] = False,
 ) -> None:
     """Classify blood-smear images; one result per input, in input order (see HELP)."""
+    _keep_freed_memory()
     sources = _collect_inputs(paths, recursive)
     _check_destinations(output, overlay_dir)
     classifier = _open_classifier(model, provider.value, threads, review_below)
