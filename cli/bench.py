@@ -8,10 +8,8 @@ from typing import Optional
 
 import typer
 
+from .errors import fail
 
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -54,13 +52,13 @@ def register(app: typer.Typer) -> None:
         from leukedge.runtime.session import RuntimeSetupError
 
         if fmt not in ("table", "json"):
-            _fail(f"Unknown format {fmt!r}. Valid: table, json", 2)
+            fail(f"Unknown format {fmt!r}. Valid: table, json", 2)
         try:
             result = bench_model(model, provider=provider, batch_sizes=parse_batch_sizes(batch_sizes),
                                  threads=threads, iterations=iterations, warmup=warmup,
                                  images=images)
         except (ContractError, RuntimeSetupError, ImageError, ValueError, FileNotFoundError) as e:
-            _fail(str(e))
+            fail(str(e), 1)
         text = json.dumps(result, indent=1)
         if out is not None:
             atomic_write_text(out, text + "\n")

@@ -9,12 +9,10 @@ from typing import Optional
 
 import typer
 
+from .errors import fail
+
 FORMATS = ("table", "markdown", "json", "csv")
 
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def default_models() -> list[Path]:
@@ -36,7 +34,7 @@ def default_models() -> list[Path]:
 def keras_reference(path: Path):
     """(predict callable, size in bytes) of a .keras model, loaded through leukedge.train."""
     if not importlib.util.find_spec("tensorflow"):
-        _fail("--keras needs TensorFlow: pip install 'leukedge[train]'", 2)
+        fail("--keras needs TensorFlow: pip install 'leukedge[train]'", 2)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from leukedge.export import keras_predictor
     from leukedge.train import load_model
@@ -71,7 +69,7 @@ def register(app: typer.Typer) -> None:
         precision, provider, latency p50/p95 (batch 1) and throughput (batch 8).
         """
         if fmt not in FORMATS:
-            _fail(f"Unknown format {fmt!r}. Valid: {', '.join(FORMATS)}", 2)
+            fail(f"Unknown format {fmt!r}. Valid: {', '.join(FORMATS)}", 2)
         _run(models, data, split_manifest, keras, fmt, out, provider, threads, iterations, limit)
 
 
@@ -85,7 +83,7 @@ def _run(models, data, split_manifest, keras, fmt, out, provider, threads, itera
         classes = read_contract(paths[0]).classes
         labelled = load_labelled(data, classes, split_manifest, "test", limit=limit)
     except (ContractError, ValueError) as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     predict, size = keras_reference(keras) if keras else (None, None)
     try:
         comparison = compare_models(paths, labelled, keras_predict=predict,
@@ -93,7 +91,7 @@ def _run(models, data, split_manifest, keras, fmt, out, provider, threads, itera
                                     keras_size_bytes=size, provider=provider, threads=threads,
                                     iterations=iterations)
     except (ContractError, RuntimeSetupError, ValueError, FileNotFoundError) as e:
-        _fail(str(e))
+        fail(str(e), 1)
     if out is None:
         typer.echo(render(comparison, fmt))
         return

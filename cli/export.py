@@ -13,12 +13,10 @@ from typing import Optional
 
 import typer
 
+from .errors import fail
+
 TRAIN_HINT = "Exporting needs TensorFlow and tf2onnx: pip install 'leukedge[train]'"
 
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def resolve_source(source: Path) -> tuple[Path, Optional[dict], Optional[Path]]:
@@ -89,13 +87,13 @@ def register(app: typer.Typer) -> None:
             keras_path, run, split_file = resolve_source(source)
             sources, where = parity_sources(run, split_file, data, images, parity_count)
         except ValueError as e:
-            _fail(str(e), 2)
+            fail(str(e), 2)
         if review_below:
             if run is None:
-                _fail("--review-below needs the run folder's run.json beside the model", 2)
+                fail("--review-below needs the run folder's run.json beside the model", 2)
             run = {**run, "review_below": review_below}
         if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf2onnx")):
-            _fail(TRAIN_HINT, 2)
+            fail(TRAIN_HINT, 2)
         _run_export(keras_path, run, out or keras_path.with_suffix(".onnx"), sources, where,
                     opset, tolerance)
 
@@ -118,7 +116,7 @@ def _run_export(keras_path: Path, run, out: Path, sources, where: str, opset: in
             result = export_keras(model, out, run, parity_images=sources, parity_source=where,
                                   opset=opset, tolerance=tolerance)
     except (ExportError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e), 1)
     c = result.contract
     typer.echo(f"Wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, opset {opset}, "
                f"{result.n_parameters / 1e6:.2f} M parameters, {result.seconds:.1f} s)")

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Callable, List, Optional
 
 import typer
 
+from .errors import fail
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_IMAGES = 8  # a progress bar for a handful of images is noise
 
@@ -52,10 +54,6 @@ def register(app: typer.Typer) -> None:
     app.command("infer", help=HELP, epilog=EPILOG)(infer)
 
 
-def _fail(message: str) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(EXIT_USAGE)
-
 
 def _collect_inputs(paths: List[str], recursive: bool) -> list:
     """Expand PATHs (files, folders, globs); a pattern or folder that yields nothing is reported."""
@@ -69,18 +67,19 @@ def _collect_inputs(paths: List[str], recursive: bool) -> list:
                        f"{'' if recursive else '; add --recursive for subfolders'})", err=True)
         sources.extend(found)
     if not sources:
-        _fail(f"no images found in {', '.join(paths)}")
+        fail(f"no images found in {', '.join(paths)}", EXIT_USAGE)
     return sources
 
 
 def _check_destinations(output: Optional[Path], overlay_dir: Optional[Path]) -> None:
     if output is not None and output.is_dir():
-        _fail(f"--output {output} is a folder; give a file name")
+        fail(f"--output {output} is a folder; give a file name", EXIT_USAGE)
     if overlay_dir is not None:
         try:
             overlay_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            _fail(f"--overlay-dir {overlay_dir}: cannot create the folder ({e.strerror or e})")
+            fail(f"--overlay-dir {overlay_dir}: cannot create the folder ({e.strerror or e})",
+                 EXIT_USAGE)
 
 
 def _open_classifier(model: Optional[Path], provider: str, threads: Optional[int],
@@ -96,7 +95,7 @@ def _open_classifier(model: Optional[Path], provider: str, threads: Optional[int
             classifier = Classifier(model, provider=provider, threads=threads,
                                     review_below=review_below)
         except (FileNotFoundError, RuntimeSetupError, ContractError, ValueError) as e:
-            _fail(str(e))
+            fail(str(e), EXIT_USAGE)
     for w in caught:
         if issubclass(w.category, (UserWarning, RuntimeWarning)):
             typer.echo(f"Warning: {w.message}", err=True)
@@ -221,7 +220,7 @@ def infer(
         try:
             atomic_write_text(output, "".join(line + "\n" for line in lines))
         except OSError as e:
-            _fail(f"--output {output}: cannot write ({e.strerror or e})")
+            fail(f"--output {output}: cannot write ({e.strerror or e})", EXIT_USAGE)
     typer.echo(_summary(tally, time.perf_counter() - started, classifier.review_below), err=True)
     failed = tally.failed or tally.overlay_failed
     raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)

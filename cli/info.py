@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from .errors import fail
+
 EXIT_USAGE = 2
 
 
@@ -88,8 +90,7 @@ def info(
     try:
         contract = read_contract(model)
     except (ContractError, RuntimeSetupError) as e:
-        typer.echo(f"Error: {e}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        fail(str(e), EXIT_USAGE)
     size, digest, as_dict = model.stat().st_size, sha256_file(model), contract.to_dict()
     if fmt is InfoFormat.json:
         typer.echo(json.dumps({"path": str(model), "size_bytes": size, "sha256": digest,

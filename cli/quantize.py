@@ -8,13 +8,11 @@ from typing import Optional
 
 import typer
 
+from .errors import fail
+
 HINT = "Quantization needs onnx: pip install 'leukedge[train]' (or `pip install onnx`)"
 SUFFIX = {"static": "int8", "dynamic": "int8-dynamic", "fp16": "fp16"}
 
-
-def _fail(message: str, code: int = 1) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def calibration_paths(method: str, calib: Optional[Path], calib_size: int, data: Optional[Path],
@@ -109,7 +107,7 @@ def register(app: typer.Typer) -> None:
         in float. Dynamic INT8 was measured 4x SLOWER than FP32 for these convnets: use static.
         """
         if not importlib.util.find_spec("onnx"):
-            _fail(HINT, 2)
+            fail(HINT, 2)
         _run(model, method, calib, calib_size, calib_method, per_channel, reduce_range,
              exclude_nodes, data, split_manifest, max_drop, max_cost_rise, out, weight_type)
 
@@ -129,7 +127,7 @@ def _run(model, method, calib, calib_size, calib_method, per_channel, reduce_ran
         options.validate()
         gate = load_labelled(data, classes, split_manifest, "test") if data else None
     except (ContractError, ValueError) as e:
-        _fail(str(e), 2)
+        fail(str(e), 2)
     target = out or model.with_name(f"{model.stem}-{SUFFIX.get(method, method)}.onnx")
     try:
         result = quantize_model(model, target, options, gate_data=gate, max_drop_pp=max_drop,
@@ -139,5 +137,5 @@ def _run(model, method, calib, calib_size, calib_method, per_channel, reduce_ran
         _print_offenders(e)
         raise typer.Exit(1)
     except (QuantizationError, ValueError) as e:
-        _fail(str(e))
+        fail(str(e), 1)
     _summary(result, method)

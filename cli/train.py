@@ -15,6 +15,8 @@ from typing import Optional
 
 import typer
 
+from .errors import fail
+
 TRAIN_HINT = "Training needs TensorFlow: pip install 'leukedge[train]'"
 
 
@@ -40,10 +42,6 @@ def _parse_units(text: Optional[str]) -> Optional[tuple[int, ...]]:
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"Error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 def _summary(result) -> str:
@@ -102,9 +100,9 @@ def train_command(
                              head_units=_parse_units(head_units), dropout=dropout, l2=l2)
         resolve_weights(row, weights)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e), 2)
     if importlib.util.find_spec("tensorflow") is None:
-        _fail(TRAIN_HINT, code=1)
+        fail(TRAIN_HINT, code=1)
     run_dir = out or Path("runs") / f"{backbone}-{datetime.now():%Y%m%d-%H%M%S}"
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from leukedge.train import train
@@ -118,7 +116,7 @@ def train_command(
                        l2=l2, augment_ranges={"rotation_deg": rotation, "shift": shift, "zoom": zoom},
                        overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e), 2)
     typer.echo(_summary(result))
 
 
