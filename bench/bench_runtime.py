@@ -103,12 +103,8 @@ def cold_runs(cmd: list[str], runs: int) -> dict:
 
 
 def machine() -> dict:
-    try:
-        from leukedge.export.machine import describe_machine
-    except ImportError:  # a runtime-only checkout without export/
-        import platform
+    from leukedge.export.machine import describe_machine
 
-        return {"cpu_model": platform.processor(), "usable_cpus": len(os.sched_getaffinity(0))}
     return describe_machine()
 
 

@@ -1,7 +1,8 @@
 """Describe the machine a benchmark ran on: results mean little without the CPU and its flags.
 
 INT8 speed depends on AVX512-VNNI / AVX-VNNI / AMX (TOOLCHAIN.md): record them with every number.
-Standard library only, plus onnxruntime's version when it is installed.
+Standard library and the runtime's affinity-aware CPU count, plus onnxruntime's version when
+installed.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+
+from leukedge.runtime.session import usable_cpus
 
 INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                      "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
@@ -26,14 +29,6 @@ def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
         if sep:
             out[key.strip()] = value.strip()
     return out
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (affinity-aware)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _package_version(name: str) -> str | None:

@@ -8,7 +8,6 @@ way to process a folder.
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import numpy as np
 
 from .classifier import Classifier, Prediction
 from .preprocess import ImageError, ImageSource, describe_source, load_image, preprocess_array
+from .session import usable_cpus
 
 
 def default_workers() -> int:
@@ -28,11 +28,7 @@ def default_workers() -> int:
     average 8, 0: 185, 1: 265, 2: 225. One thread already hides preprocessing behind a real model's
     run; a second one pays off only when a core is free beside ONNX Runtime's threads.
     """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return 1 if cpus <= 2 else 2
+    return 1 if usable_cpus() <= 2 else 2
 
 
 @dataclass(frozen=True)

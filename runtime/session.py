@@ -80,13 +80,17 @@ class SessionInfo:
         return "cuda" if self.providers and self.providers[0] == _CUDA else "cpu"
 
 
-def default_threads() -> int:
-    """Intra-op threads: the CPUs this process may use (affinity-aware), at most 8."""
+def usable_cpus() -> int:
+    """CPUs this process may run on (affinity-aware: a container or `taskset` may allow fewer)."""
     try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:
-        n = os.cpu_count() or 1
-    return max(1, min(n, 8))
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """Intra-op threads: the CPUs this process may use, at most 8."""
+    return max(1, min(usable_cpus(), 8))
 
 
 def _resolve_providers(ort: Any, provider: str) -> list[str]:
