@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.export.evaluation import load_labelled
 from leukedge.runtime import Classifier
-from leukedge.runtime.dataset import discover_dataset, read_split_manifest, select_split
+from leukedge.runtime.dataset import read_split_manifest
 from leukedge.runtime.metrics import evaluate
 from leukedge.runtime.preprocess import load_image
 from leukedge.train.augment import AugmentSpec, random_color
@@ -31,11 +32,9 @@ JITTER = AugmentSpec(rotation_deg=0, shift=0, shear_deg=0, zoom=0, horizontal_fl
 
 
 def test_images(data: Path, manifest_path: Path) -> tuple[list[np.ndarray], np.ndarray, tuple]:
-    manifest = read_split_manifest(manifest_path)
-    dataset = discover_dataset(data, variant=manifest.variant, classes=manifest.classes)
-    records = select_split(dataset, manifest, "test")
-    images = [load_image(dataset.path(r)) for r in records]
-    return images, dataset.label_indices(records), manifest.classes
+    classes = read_split_manifest(manifest_path).classes
+    test = load_labelled(data, classes, manifest_path, "test")
+    return [load_image(p) for p in test.paths], test.labels, test.classes
 
 
 def jittered(images: list[np.ndarray], seed: int) -> list[np.ndarray]:

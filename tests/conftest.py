@@ -15,11 +15,10 @@ TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
 
-from dataset_builders import ALL_DATA  # noqa: E402
+from dataset_builders import ALL_DATA, CLASSES, real_images  # noqa: E402
 from onnx_builders import make_tiny_onnx as _make_tiny_onnx  # noqa: E402
 
 DATA_ROOT = ALL_DATA / "Original"  # ../shared/data/ALL beside the checkout, or $LEUKEDGE_ALL_DATA
-CLASSES = ("Benign", "Early", "Pre", "Pro")
 
 
 @pytest.fixture(scope="session")
@@ -34,17 +33,10 @@ def make_tiny_onnx():
     return _make_tiny_onnx
 
 
-def _real_images(per_class: int) -> list[Path]:
-    paths: list[Path] = []
-    for name in CLASSES:
-        paths.extend(sorted((DATA_ROOT / name).glob("*.jpg"))[:per_class])
-    return paths
-
-
 @pytest.fixture(scope="session")
 def sample_images() -> list[Path]:
     """Two real smear JPEGs per class (8 paths); skips when the dataset is not on this machine."""
-    paths = _real_images(per_class=2)
+    paths = real_images(per_class=2)
     if len(paths) < 2 * len(CLASSES):
         pytest.skip(f"real smear images not found under {DATA_ROOT}")
     return paths

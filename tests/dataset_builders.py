@@ -50,15 +50,20 @@ def synthetic_dataset(root: Path, per_class: int = 10, duplicates: int = 0, seed
     return root
 
 
+def real_images(per_class: int) -> list[Path]:
+    """The first ``per_class`` ALL originals of each class (sorted); [] when the data is absent."""
+    return [src for label in CLASSES
+            for src in sorted((ALL_DATA / "Original" / label).glob("*.jpg"))[:per_class]]
+
+
 def tiny_real_dataset(root: Path, per_class: int = 8) -> Path:
     """``per_class`` real images per class linked from the ALL data, else synthetic ones."""
-    original = ALL_DATA / "Original"
-    if not original.is_dir():
+    sources = real_images(per_class)
+    if not sources:
         return synthetic_dataset(root, per_class=per_class)
-    for label in CLASSES:
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for src in sorted((original / label).glob("*.jpg"))[:per_class]:
-            (root / label / src.name).symlink_to(src)
+    for src in sources:
+        (root / src.parent.name).mkdir(parents=True, exist_ok=True)
+        (root / src.parent.name / src.name).symlink_to(src)
     return root
 
 
