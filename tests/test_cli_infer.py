@@ -81,13 +81,29 @@ def test_csv_has_flattened_probability_columns(tiny_model_path, sample_images):
         assert row["needs_review"] == "false"
 
 
-def test_table_is_human_readable(tiny_model_path, sample_images):
-    result = invoke("infer", sample_images[0], "-m", tiny_model_path, "--review-below", "1")
+def test_table_is_human_readable(tiny_model_path, sample_images, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copyfile(sample_images[0], "smear.jpg")
+    result = invoke("infer", "smear.jpg", "-m", tiny_model_path, "--review-below", "1")
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
     assert header.split() == ["PATH", "LABEL", "CONF", "REVIEW"]
-    assert row.startswith(str(sample_images[0])) and row.endswith("yes")
+    assert row.split()[0] == "smear.jpg" and row.endswith("yes")
     assert "1 need review (confidence < 1)" in result.stderr
+
+
+def test_table_shortens_long_paths_from_the_left(tiny_model_path, sample_images, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    deep = Path("a-very-long-folder-name-for-one-slide-scan-session" * 2) / "cell_0042.jpg"
+    deep.parent.mkdir()
+    shutil.copyfile(sample_images[0], deep)
+    result = invoke("infer", deep, "-m", tiny_model_path)
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    shown = row.split()[0]
+    assert shown.startswith("...") and shown.endswith("/cell_0042.jpg")
+    assert str(deep).endswith(shown[3:]) and len(shown) < len(str(deep))
+    assert row.index(row.split()[1]) == header.index("LABEL")
 
 
 def test_folders_globs_and_recursion(tiny_model_path, sample_images, tmp_path):
