@@ -65,7 +65,8 @@ def train_command(
                                  "small_cnn, mobilenet_v3_small, efficientnet_b0, densenet201"),
     weights: str = typer.Option("none", help="Backbone weights: imagenet, none, or a local "
                                              ".h5/.weights.h5 file"),
-    epochs: int = typer.Option(30, help="Maximum epochs (early stopping on val_loss may end sooner)"),
+    epochs: int = typer.Option(30, help="Epochs (the plateau schedule's early stopping may end "
+                                        "sooner)"),
     batch_size: int = typer.Option(32, help="Batch size"),
     seg_features: str = typer.Option("gap", help="Seg-feature reduction: gap (edge) or flatten "
                                                  "(the seed's; too big to export at 224)"),
@@ -87,11 +88,19 @@ def train_command(
     rotation: float = typer.Option(40.0, help="Augmentation: max rotation, degrees (the seed's 40)"),
     shift: float = typer.Option(0.4, help="Augmentation: max width/height shift, fraction (seed 0.4)"),
     zoom: float = typer.Option(0.4, help="Augmentation: zoom range, fraction (the seed's 0.4)"),
+    right_angles: bool = typer.Option(False, "--right-angles/--no-right-angles",
+                                      help="Augmentation: random quarter turns (exact; with the "
+                                           "flip, all 8 symmetries of the square)"),
+    schedule: str = typer.Option("plateau", help="Learning rate: plateau (the seed's: "
+                                 "ReduceLROnPlateau + early stopping) or cosine (warm-up, cosine "
+                                 "decay over all epochs, best val_loss epoch restored)"),
+    patience: int = typer.Option(5, help="Early-stopping patience in epochs (plateau schedule)"),
     overwrite: bool = typer.Option(False, help="Replace the files of an existing run folder"),
 ) -> None:
     """Train a hybrid classifier and write a run folder (model.keras, split.json, run.json, ...)."""
     from leukedge.train import HybridConfig, get_backbone
     from leukedge.train.backbones import resolve_weights
+    from leukedge.train.fit import TrainSettings
 
     try:
         row = get_backbone(backbone)
@@ -99,6 +108,8 @@ def train_command(
                              seg_features=seg_features, seg_width=seg_width,
                              head_units=_parse_units(head_units), dropout=dropout, l2=l2)
         resolve_weights(row, weights)
+        TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                      patience=patience, schedule=schedule).validate()
     except ValueError as e:
         fail(str(e), 2)
     if importlib.util.find_spec("tensorflow") is None:
@@ -113,7 +124,9 @@ def train_command(
                        input_size=_parse_size(input_size), seed=seed, variant=variant,
                        color_jitter=color_jitter, augment=augment, learning_rate=learning_rate,
                        seg_width=seg_width, head_units=_parse_units(head_units), dropout=dropout,
-                       l2=l2, augment_ranges={"rotation_deg": rotation, "shift": shift, "zoom": zoom},
+                       l2=l2, augment_ranges={"rotation_deg": rotation, "shift": shift, "zoom": zoom,
+                                              "right_angles": right_angles},
+                       schedule=schedule, patience=patience,
                        overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
     except ValueError as e:
         fail(str(e), 2)

@@ -52,6 +52,27 @@ def test_identity_ranges_give_the_identity_warp():
     assert np.array_equal(augment(image, spec, np.random.default_rng(0)), image)
 
 
+def test_right_angle_turns_are_exact_and_cover_all_four(smear):
+    spec = AugmentSpec(rotation_deg=0, shift=0, shear_deg=0, zoom=0, horizontal_flip=False,
+                       color_jitter=False, right_angles=True)
+    turns = set()
+    for seed in range(24):
+        out = augment(smear, spec, np.random.default_rng(seed))
+        matches = [k for k in range(4) if np.array_equal(out, np.rot90(smear, k))]
+        assert len(matches) == 1, "a quarter-turn augmentation must be an exact rotation"
+        turns.add(matches[0])
+    assert turns == {0, 1, 2, 3}
+
+
+def test_right_angle_turns_keep_a_non_square_shape():
+    image = synthetic_smear(np.random.default_rng(4), 40)[:, :30].copy()
+    spec = AugmentSpec(rotation_deg=0, shift=0, shear_deg=0, zoom=0, horizontal_flip=False,
+                       color_jitter=False, right_angles=True)
+    outs = [augment(image, spec, np.random.default_rng(seed)) for seed in range(12)]
+    assert all(o.shape == image.shape for o in outs)
+    assert any(np.array_equal(o, image[::-1, ::-1]) for o in outs)
+
+
 def test_color_jitter_stays_in_range(smear):
     spec = AugmentSpec()
     out = random_color(smear, spec, np.random.default_rng(3))

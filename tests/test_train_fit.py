@@ -100,6 +100,8 @@ def test_existing_run_is_not_overwritten(trained_run):
     (["--weights", "imagenet"], "has no ImageNet weights"),
     (["--seg-features", "pool"], "Valid: gap, flatten"),
     (["--input-size", "33"], "divisible by 8"),
+    (["--schedule", "step"], "Unknown schedule 'step'. Valid: plateau, cosine"),
+    (["--patience", "0"], "patience must be >= 1"),
 ])
 def test_cli_refuses_bad_arguments_before_training(tmp_path, args, message):
     result = CliRunner().invoke(_app(), ["train", str(tmp_path), *args])
@@ -121,3 +123,30 @@ def test_too_small_a_dataset_is_refused_before_training(tmp_path):
     dataset = discover_dataset(synthetic_dataset(tmp_path / "data", per_class=1))
     with pytest.raises(ValueError, match=r"Too few images .* the val, test split\(s\) would be empty"):
         load_splits(dataset, TrainSettings())
+
+
+def test_cosine_schedule_warms_up_then_decays_to_one_percent():
+    from leukedge.train.fit import cosine_learning_rate
+
+    rates = [cosine_learning_rate(e, 30, 1e-3) for e in range(30)]
+    assert rates[0] == pytest.approx(1e-3 / 3) and rates[1] == pytest.approx(2e-3 / 3)
+    assert rates[2] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-5)
+    assert all(a > b for a, b in zip(rates[2:], rates[3:])), "strictly decaying after warm-up"
+    assert cosine_learning_rate(0, 1, 1e-3) == pytest.approx(1e-3), "a 1-epoch run gets the rate"
+
+
+@pytest.mark.slow
+def test_cosine_run_follows_the_schedule_without_stopping_early(tmp_path):
+    from leukedge.train import train
+    from leukedge.train.fit import cosine_learning_rate
+
+    data = synthetic_dataset(tmp_path / "data", per_class=6)
+    result = train(data, tmp_path / "run", epochs=3, batch_size=8, input_size=(32, 32),
+                   seg_width=0.25, head_units=(8,), schedule="cosine", learning_rate=1e-3,
+                   augment_ranges={"right_angles": True}, verbose=0)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["learning_rate"] == pytest.approx(
+        [cosine_learning_rate(e, 3, 1e-3) for e in range(3)], rel=1e-5)
+    training = result.run["training"]
+    assert training["epochs_run"] == 3 and training["schedule"] == "cosine"
+    assert training["augment"]["right_angles"] is True
