@@ -68,7 +68,7 @@ def train_command(
     epochs: int = typer.Option(30, help="Epochs (the plateau schedule's early stopping may end "
                                         "sooner)"),
     batch_size: int = typer.Option(32, help="Batch size"),
-    seg_features: str = typer.Option("gap", help="Seg-feature reduction: gap (edge) or flatten "
+    seg_features: str = typer.Option("gap", help="Seg-feature reduction: gap (edge), flatten "
                                                  "(the seed's; too big to export at 224)"),
     input_size: Optional[str] = typer.Option(None, help="N or HxW; default: the backbone's"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder "

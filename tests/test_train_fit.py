@@ -150,3 +150,22 @@ def test_cosine_run_follows_the_schedule_without_stopping_early(tmp_path):
     training = result.run["training"]
     assert training["epochs_run"] == 3 and training["schedule"] == "cosine"
     assert training["augment"]["right_angles"] is True
+
+
+@pytest.mark.slow
+def test_image_only_model_trains_exports_and_runs_without_the_mask(tmp_path, sample_images):
+    from leukedge.export import export_keras
+    from leukedge.runtime import Classifier
+    from leukedge.train import train
+
+    data = synthetic_dataset(tmp_path / "data", per_class=6)
+    result = train(data, tmp_path / "run", epochs=1, batch_size=8, input_size=(32, 32),
+                   head_units=(8,), seg_features="none", verbose=0)
+    assert [str(t.name).split(":")[0] for t in result.model.inputs] == ["image"]
+    assert result.run["input_names"] == ["image"] and result.run["seg_features"] == "none"
+    assert not any(layer.name.startswith("seg_") for layer in result.model.layers)
+    out = tmp_path / "run" / "model.onnx"
+    export_keras(result.model, out, result.run, parity_images=sample_images[:4])
+    clf = Classifier(out, provider="cpu")
+    assert not clf.needs_masked_input
+    assert clf.predict(sample_images[0]).label in clf.classes

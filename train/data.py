@@ -23,6 +23,8 @@ from leukedge.runtime.preprocess import ImageError, PreprocessSpec, load_image, 
 
 from .augment import AugmentSpec, augment
 
+INPUTS = ("image", "masked_image")  # what preprocess_array returns, in its order
+
 
 def load_images(dataset: Dataset, records: Sequence[ImageRecord]
                 ) -> tuple[list[np.ndarray], list[ImageRecord], dict[str, str]]:
@@ -57,11 +59,17 @@ class BatchSource:
         shuffle: reshuffle every epoch.
         seed: base seed of the order and the augmentation.
         weights: per-class sample weights to yield as a third element, or None.
+        inputs: the model inputs to yield (``INPUTS``, or ``("image",)`` for a model without
+            the segmentation branch).
     """
 
     def __init__(self, images, labels, spec: PreprocessSpec, batch_size: int, num_classes: int,
                  augment_spec: Optional[AugmentSpec] = None, shuffle: bool = False, seed: int = 0,
-                 weights: Optional[np.ndarray] = None):
+                 weights: Optional[np.ndarray] = None, inputs: Sequence[str] = INPUTS):
+        unknown = [name for name in inputs if name not in INPUTS]
+        if unknown or not inputs:
+            raise ValueError(f"inputs must be taken from {INPUTS}, got {tuple(inputs)}")
+        self.inputs = tuple(inputs)
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.spec, self.batch_size, self.num_classes = spec, int(batch_size), num_classes
         self.augment_spec, self.shuffle, self.seed, self.weights = augment_spec, shuffle, seed, weights
@@ -72,14 +80,14 @@ class BatchSource:
         return -(-len(self.images) // self.batch_size)
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator):
-        """One batch: ({"image", "masked_image"}, one-hot[, sample weights])."""
+        """One batch: ({input name: array}, one-hot[, sample weights])."""
         pairs = []
         for i in indices:
             image = self.images[i]
             if self.augment_spec is not None:
                 image = augment(image, self.augment_spec, rng)
             pairs.append(preprocess_array(image, self.spec))
-        x = {"image": np.stack([p[0] for p in pairs]), "masked_image": np.stack([p[1] for p in pairs])}
+        x = {name: np.stack([p[INPUTS.index(name)] for p in pairs]) for name in self.inputs}
         y = np.eye(self.num_classes, dtype=np.float32)[self.labels[indices]]
         if self.weights is None:
             return x, y
@@ -117,17 +125,19 @@ def to_tf_dataset(source: BatchSource):
     import tensorflow as tf
 
     h, w = source.spec.input_size
-    with_weights = source.weights is not None
+    names = source.inputs
+    n_out = len(names) + 1 + (source.weights is not None)
 
     def load(index):
         x, y, *weights = source.batch_at(index)
-        return (x["image"], x["masked_image"], y, *weights)
+        return (*(x[name] for name in names), y, *weights)
 
     def to_batch(index):
-        out = tf.numpy_function(load, [index], [tf.float32] * (4 if with_weights else 3))
-        for tensor, shape in zip(out, [(None, h, w, 3)] * 2 + [(None, source.num_classes), (None,)]):
+        out = tf.numpy_function(load, [index], [tf.float32] * n_out)
+        shapes = [(None, h, w, 3)] * len(names) + [(None, source.num_classes), (None,)]
+        for tensor, shape in zip(out, shapes):
             tensor.set_shape(shape)
-        return ({"image": out[0], "masked_image": out[1]}, *out[2:])
+        return (dict(zip(names, out[:len(names)])), *out[len(names):])
 
     ds = tf.data.Dataset.range(len(source)).map(to_batch)
     return ds.prefetch(2)

@@ -185,7 +185,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, backbone: str
         weights: None, "imagenet" or a local .h5/.weights.h5 file of the backbone.
         epochs: maximum epochs (early stopping may end sooner).
         batch_size: global batch size.
-        seg_features: "gap" (edge default) or "flatten" (the seed's).
+        seg_features: "gap" (edge default), "flatten" (the seed's) or "none" (no segmentation
+            branch: the image-only ablation).
         input_size: (height, width); default: the backbone row's.
         seed: seed of the split, the weights' initialisation, the order and the augmentation.
         variant: "original" or "segmented" (the ALL layout's two folders).
@@ -234,8 +235,10 @@ def _run(dataset: Dataset, out: Path, config: HybridConfig, settings: TrainSetti
     weights_per_class = class_weights(splits["train"].labels, k)
     train_src = BatchSource(splits["train"].images, splits["train"].labels, spec,
                             settings.batch_size, k, settings.augment, shuffle=True,
-                            seed=settings.seed, weights=weights_per_class)
-    val_src = BatchSource(splits["val"].images, splits["val"].labels, spec, settings.batch_size, k)
+                            seed=settings.seed, weights=weights_per_class,
+                            inputs=config.input_names)
+    val_src = BatchSource(splits["val"].images, splits["val"].labels, spec, settings.batch_size, k,
+                          inputs=config.input_names)
     model = _compile(config, weights, settings.learning_rate)
     log.info("Training %s on %d images (val %d, test %d)", model.name, len(train_src.images),
              len(val_src.images), len(splits["test"].images))

@@ -3,7 +3,8 @@
 Interfaces (docs/ARCHITECTURE.md): inputs ``image`` and ``masked_image`` (float32 NHWC from
 ``runtime.preprocess.preprocess_array``), one softmax output layer ``probs``.
 
-Seg-feature reduction: ``flatten`` is the seed's exact choice (at 224x224 the 56x56x128 map gives
+Seg-feature reduction: ``none`` leaves the segmentation branch out (an image-only model with one
+input, the ablation that shows what the branch earns); ``flatten`` is the seed's exact choice (at 224x224 the 56x56x128 map gives
 401,408 features and a >200 M-parameter first Dense layer, which cannot be exported on a 24 GB
 machine); ``gap`` pools the map globally (the edge default). :func:`flatten_parameter_count` gives
 the flatten variant's size from the cheap ``gap`` model, without building the big one.
@@ -21,7 +22,7 @@ from typing import Optional, Sequence
 
 from .backbones import BackboneSpec, get_backbone
 
-SEG_FEATURES = ("gap", "flatten")
+SEG_FEATURES = ("gap", "flatten", "none")
 SEG_FILTERS = (32, 64, 128, 256)  # the seed's segmentation encoder
 
 
@@ -62,7 +63,7 @@ class HybridConfig:
         if self.seg_features not in SEG_FEATURES:
             raise ValueError(f"Unknown seg_features {self.seg_features!r}. "
                              f"Valid: {', '.join(SEG_FEATURES)}")
-        step = 2 ** (self.seg_depth - 1)
+        step = 2 ** (self.seg_depth - 1) if self.seg_features != "none" else 1
         h, w = self.input_size
         if h < 32 or w < 32 or h % step or w % step:
             raise ValueError(f"input_size {self.input_size} must be >= 32 and divisible by {step} "
@@ -71,6 +72,11 @@ class HybridConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The model's inputs: ``image``, and ``masked_image`` unless seg_features is "none"."""
+        return ("image",) if self.seg_features == "none" else ("image", "masked_image")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -95,7 +101,8 @@ def build_hybrid(config: HybridConfig | str = "small_cnn", weights: Optional[str
         **overrides: HybridConfig fields when ``config`` is a name.
 
     Returns:
-        A ``keras.Model`` with inputs ``image`` and ``masked_image`` and the softmax ``probs``.
+        A ``keras.Model`` with inputs ``image`` and ``masked_image`` (only ``image`` when
+        seg_features is "none") and the softmax ``probs``.
     """
     import keras
     from keras import layers
@@ -112,8 +119,13 @@ def build_hybrid(config: HybridConfig | str = "small_cnn", weights: Optional[str
     weights = resolve_weights(row, weights)
     shape = (*config.input_size, 3)
     image = keras.Input(shape, name="image")
-    masked = keras.Input(shape, name="masked_image")
     image_features = image_branch(image, row, weights)
+    name = f"leukedge_{config.backbone}_{config.seg_features}"
+    if config.seg_features == "none":
+        probs = classification_head(image_features, config.num_classes, config.head_units,
+                                    config.dropout, config.l2)
+        return keras.Model({"image": image}, probs, name=name)
+    masked = keras.Input(shape, name="masked_image")
     seg_in = masked
     if abs(row.scale - 1 / 255) > 1e-12:  # the seg block always sees [0, 1] pixels
         seg_in = layers.Rescaling((1 / 255) / row.scale, name="seg_rescale")(masked)
@@ -122,8 +134,7 @@ def build_hybrid(config: HybridConfig | str = "small_cnn", weights: Optional[str
     seg_features = reduce(name=f"seg_{config.seg_features}")(seg_map)
     x = layers.Concatenate(name="features")([image_features, seg_features])
     probs = classification_head(x, config.num_classes, config.head_units, config.dropout, config.l2)
-    return keras.Model({"image": image, "masked_image": masked}, probs,
-                       name=f"leukedge_{config.backbone}_{config.seg_features}")
+    return keras.Model({"image": image, "masked_image": masked}, probs, name=name)
 
 
 def count_parameters(model) -> dict[str, int]:

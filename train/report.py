@@ -23,7 +23,6 @@ from .data import BatchSource, to_tf_dataset
 from .model import count_parameters
 from .run_folder import plot_history, predictions_table, save_keras_model, write_json
 
-INPUT_NAMES = ("image", "masked_image")
 OUTPUT_NAME = "probs"
 
 
@@ -32,8 +31,9 @@ def predict_images(model, images: Sequence[np.ndarray], spec: PreprocessSpec,
     """Softmax probabilities of un-augmented images through the runtime preprocessing."""
     if not images:
         return np.zeros((0, model.output_shape[-1]), np.float32)
+    inputs = [str(t.name).split(":")[0] for t in model.inputs]
     source = BatchSource(list(images), np.zeros(len(images), np.int64), spec, batch_size,
-                         int(model.output_shape[-1]))
+                         int(model.output_shape[-1]), inputs=inputs)
     return np.asarray(model.predict(to_tf_dataset(source).map(lambda x, y: x), verbose=0))
 
 
@@ -69,7 +69,7 @@ def run_record(model, history: dict, test_metrics: dict, info: dict) -> dict:
         "preprocessing": info["spec"].to_dict(),
         "backbone": config.backbone,
         "seg_features": config.seg_features,
-        "input_names": list(INPUT_NAMES),
+        "input_names": list(config.input_names),
         "output_name": OUTPUT_NAME,
         "data_manifest_sha256": manifest.data_manifest_sha256,
         "split_manifest_sha256": info["split_sha"],
