@@ -40,14 +40,19 @@ def bench_sources(images: Optional[Sequence[str | os.PathLike]], input_size) -> 
     return synthetic_images(8, (480, 640)), "8 synthetic 640x480 images (no real image given)"
 
 
-def time_preprocessing(sources: Sequence, spec: PreprocessSpec) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Per-image decode and preprocessing times (ms, median), and the preprocessed arrays."""
+def time_preprocessing(sources: Sequence, spec: PreprocessSpec, with_mask: bool = True
+                       ) -> tuple[dict, np.ndarray, Optional[np.ndarray]]:
+    """Per-image decode and preprocessing times (ms, median), and the preprocessed arrays.
+
+    ``with_mask=False`` (a model without a masked input) times what the runtime does for it: no
+    HSV mask; the masked array is then None.
+    """
     decode, prep, images, masked = [], [], [], []
     for source in sources:
         t0 = time.perf_counter()
         rgb = load_image(source)
         t1 = time.perf_counter()
-        image, mask = preprocess_array(rgb, spec)
+        image, mask = preprocess_array(rgb, spec, with_mask=with_mask)
         t2 = time.perf_counter()
         decode.append(t1 - t0)
         prep.append(t2 - t1)
@@ -56,15 +61,16 @@ def time_preprocessing(sources: Sequence, spec: PreprocessSpec) -> tuple[dict, n
     stats = {"images": len(images), "decode_p50_ms": float(np.median(decode) * 1e3),
              "resize_mask_p50_ms": float(np.median(prep) * 1e3),
              "total_p50_ms": float(np.median(np.add(decode, prep)) * 1e3)}
-    return stats, np.stack(images), np.stack(masked)
+    return stats, np.stack(images), np.stack(masked) if with_mask else None
 
 
-def time_batches(clf: Classifier, images: np.ndarray, masked: np.ndarray,
+def time_batches(clf: Classifier, images: np.ndarray, masked: Optional[np.ndarray],
                  batch_sizes: Sequence[int], iterations: int, warmup: int) -> list[dict]:
     """Latency percentiles and throughput of ``clf.probabilities`` per batch size."""
     rows = []
     for size in batch_sizes:
-        x, m = batch_of(images, size), batch_of(masked, size)
+        x = batch_of(images, size)
+        m = None if masked is None else batch_of(masked, size)
         times = time_calls(lambda: clf.probabilities(x, m), iterations, warmup)
         rows.append({"batch_size": int(size), "iterations": iterations, "warmup": warmup,
                      **percentiles_ms(times, (50, 90, 99)), "mean_ms": float(times.mean() * 1e3),
@@ -88,7 +94,7 @@ def bench_model(model_path: str | os.PathLike, *, provider: str = "auto",
         raise ValueError(f"batch sizes must be >= 1, got {list(batch_sizes)}")
     clf = Classifier(model_path, provider=provider, threads=threads)
     sources, where = bench_sources(images, clf.spec.input_size)
-    prep, arr, masked = time_preprocessing(sources, clf.spec)
+    prep, arr, masked = time_preprocessing(sources, clf.spec, clf.needs_masked_input)
     info = clf.session_info
     return {
         "model": str(model_path), "size_bytes": Path(model_path).stat().st_size,

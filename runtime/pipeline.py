@@ -72,7 +72,8 @@ class _Prepared:
 def _prepare(classifier: Classifier, source: ImageSource, keep_image: bool) -> _Prepared:
     try:
         rgb = load_image(source)
-        image, masked = preprocess_array(rgb, classifier.spec)
+        image, masked = preprocess_array(rgb, classifier.spec,
+                                         with_mask=classifier.needs_masked_input)
     except ImageError as e:
         return _Prepared(error=str(e))
     except Exception as e:  # an odd file must not stop a batch of 600; name it and go on

@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -272,18 +272,22 @@ def masked_image(image01: np.ndarray, mask_spec: HsvMaskSpec) -> np.ndarray:
     return image01 * mask[..., None].astype(np.float32)
 
 
-def preprocess_array(rgb_uint8: np.ndarray, spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
+def preprocess_array(rgb_uint8: np.ndarray, spec: PreprocessSpec,
+                     with_mask: bool = True) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """RGB uint8 HxWx3 (any size) -> (image, masked image), each float32 HxWx3 at the input size.
 
     The mask is computed on the [0, 1] RGB image; with the default ``scale=1/255, offset=0`` the
     model's image input *is* that image. A contract with another scaling (e.g. a backbone that wants
     0-255) still gets its mask from [0, 1] pixels, and the masked input in the same scaling as the
-    image input.
+    image input. ``with_mask=False`` (a model without a masked-image input) skips the mask and
+    returns ``(image, None)``; the image is the same either way.
     """
     resized = resize(rgb_uint8, spec.input_size)
     unit = resized.astype(np.float32) * np.float32(1.0 / 255.0)
-    mask = hsv_mask(unit, spec.hsv_mask)[..., None].astype(np.float32)
     image = unit if (spec.scale == 1.0 / 255.0 and not spec.offset) else scale_pixels(resized, spec)
+    if not with_mask:
+        return image, None
+    mask = hsv_mask(unit, spec.hsv_mask)[..., None].astype(np.float32)
     return image, image * mask
 
 

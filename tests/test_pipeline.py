@@ -78,3 +78,19 @@ def test_overlay_draws_outline_and_review_caption(tmp_path):
                         Prediction("Pre", 0.9, {}, False))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["cell.overlay.png"]
+
+
+def test_image_only_model_skips_the_mask(make_tiny_onnx, tmp_path, sample_images, monkeypatch):
+    import sys
+
+    preprocess_module = sys.modules["leukedge.runtime.preprocess"]  # the package exports a function
+    clf = Classifier(make_tiny_onnx(tmp_path / "single.onnx", single_input=True), provider="cpu")
+    expected = [clf.predict(p).probabilities for p in sample_images[:3]]
+
+    def no_mask(*args, **kwargs):
+        raise AssertionError("the HSV mask was computed for a model without a masked input")
+
+    monkeypatch.setattr(preprocess_module, "hsv_mask", no_mask)
+    results = list(classify_files(clf, sample_images[:3], batch_size=2))
+    for result, probs in zip(results, expected, strict=True):
+        assert result.prediction.probabilities == pytest.approx(probs, abs=1e-4)

@@ -230,3 +230,11 @@ def test_non_ascii_paths(tmp_path, sample_images):
 def test_unsupported_source_type():
     with pytest.raises(TypeError, match="expected a path, bytes or a numpy array"):
         load_image(12345)
+
+
+def test_without_mask_the_image_is_the_same_and_no_mask_is_made(sample_images):
+    rgb = load_image(sample_images[0])
+    spec = PreprocessSpec(input_size=(64, 64))
+    image, masked = preprocess_array(rgb, spec)
+    alone, none = preprocess_array(rgb, spec, with_mask=False)
+    assert none is None and np.array_equal(alone, image) and masked.any()

@@ -86,7 +86,8 @@ class BatchSource:
             image = self.images[i]
             if self.augment_spec is not None:
                 image = augment(image, self.augment_spec, rng)
-            pairs.append(preprocess_array(image, self.spec))
+            pairs.append(preprocess_array(image, self.spec,
+                                          with_mask="masked_image" in self.inputs))
         x = {name: np.stack([p[INPUTS.index(name)] for p in pairs]) for name in self.inputs}
         y = np.eye(self.num_classes, dtype=np.float32)[self.labels[indices]]
         if self.weights is None:
