@@ -2,8 +2,8 @@
 
 Measures, on real smear images:
 - per image: decode (``load_image``), preprocess (resize + scale + HSV mask + masked image), both;
-- images/s of ``runtime.pipeline.classify_files`` with 0, 1 and 2 preprocessing threads (0 = no
-  overlap with the model run), in-process, after a warm-up;
+- images/s of ``runtime.pipeline.classify_files``, in-process, after a warm-up, for sessions with
+  1 and with all intra-op threads, each with 0 (inline), 1 and 2 whole-batch workers;
 - the cold start of ``leukedge infer one.jpg`` (process start to exit, several runs, median), with
   ``python -c pass`` and ``leukedge --help`` as reference points.
 The model is ``--model`` or, by default, the tiny test graph of tests/onnx_builders.py built at
@@ -74,20 +74,26 @@ def preprocessing_times(images: list[Path], spec) -> dict:
 
 
 def overlap_throughput(model: Path, images: list[Path], repeats: int, batch_size: int) -> dict:
-    """images/s of classify_files per number of preprocessing threads (median of repeats)."""
+    """images/s of classify_files per (session threads, batch workers), median of repeats."""
     from leukedge.runtime import Classifier
     from leukedge.runtime.pipeline import classify_files
+    from leukedge.runtime.session import default_threads
 
-    clf = Classifier(model, provider="cpu")
-    list(classify_files(clf, images[:32], batch_size=batch_size))  # warm caches and pools
-    rates: dict[int, list[float]] = {0: [], 1: [], 2: []}
+    configs = [(threads, workers) for threads in sorted({1, default_threads()})
+               for workers in (0, 1, 2)]
+    classifiers = {t: Classifier(model, provider="cpu", threads=t) for t, _ in configs}
+    for clf in classifiers.values():
+        list(classify_files(clf, images[:32], batch_size=batch_size))  # warm caches and pools
+    rates: dict[tuple[int, int], list[float]] = {c: [] for c in configs}
     for _ in range(repeats):  # interleaved, so a burst of load on the shared machine hits all
-        for workers in rates:
+        for threads, workers in configs:
             t0 = time.perf_counter()
-            n = sum(1 for _ in classify_files(clf, images, batch_size=batch_size, workers=workers))
-            rates[workers].append(n / (time.perf_counter() - t0))
-    return {f"workers_{w}": {"images_per_s_median": round(statistics.median(r)),
-                             "runs": [round(x) for x in r]} for w, r in rates.items()}
+            n = sum(1 for _ in classify_files(classifiers[threads], images, batch_size=batch_size,
+                                              workers=workers))
+            rates[(threads, workers)].append(n / (time.perf_counter() - t0))
+    return {f"threads_{t}_workers_{w}": {"images_per_s_median": round(statistics.median(r)),
+                                         "runs": [round(x) for x in r]}
+            for (t, w), r in rates.items()}
 
 
 def cold_runs(cmd: list[str], runs: int) -> dict:

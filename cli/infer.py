@@ -186,7 +186,9 @@ def infer(
         help="auto: CUDA when onnxruntime-gpu has a working GPU, else CPU; cuda: fail without it.")
     ] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(
-        min=1, help="ONNX Runtime threads (default: the CPUs this process may use, at most 8).",
+        min=1, help="ONNX Runtime threads per model run. Default: 1 when there is more than one "
+                    "batch (batches then run side by side, one per CPU), else the CPUs this "
+                    "process may use (at most 8).",
         show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model run.")] = 16,
     fmt: Annotated[OutputFormat, typer.Option(
@@ -209,6 +211,8 @@ def infer(
     _keep_freed_memory()
     sources = _collect_inputs(paths, recursive)
     _check_destinations(output, overlay_dir)
+    if threads is None and len(sources) > batch_size:
+        threads = 1  # whole batches side by side beat intra-op threads (runtime.pipeline)
     classifier = _open_classifier(model, provider.value, threads, review_below)
     lines: list[str] = []
     emit = lines.append if output is not None else typer.echo

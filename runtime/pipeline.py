@@ -20,15 +20,23 @@ from .preprocess import ImageError, ImageSource, describe_source, load_image, pr
 from .session import usable_cpus
 
 
-def default_workers() -> int:
-    """Preprocessing threads: 1 on a 2-core PC, 2 with more cores.
+MAX_WORKERS = 8
 
-    Measured on 2 shared cores (650 real 224x224 smears, tiny model, images/s, medians of 5;
-    bench/bench_runtime.py): lightly loaded, 0 threads 372-530, 1: 411-616, 2: 445-734; at load
-    average 8, 0: 185, 1: 265, 2: 225. One thread already hides preprocessing behind a real model's
-    run; a second one pays off only when a core is free beside ONNX Runtime's threads.
+
+def default_workers(classifier: Optional[Classifier] = None) -> int:
+    """Batches in flight: one per group of the session's intra-op threads that fits in the CPUs
+    this process may use, at least 2 (so that reading one batch overlaps the model run of another),
+    at most ``MAX_WORKERS``.
+
+    Measured on 2 shared cores (650 real smears, batch 16, in-process images/s, 3 repeats): the
+    first default model (FP32) gave 226-247 with one 2-thread session and one preprocessing thread
+    working a batch ahead (this module's earlier design), and 295-300 with single-threaded
+    sessions and 2 whole-batch workers; its INT8 file 184-204 against 253-309. ONNX Runtime's
+    intra-op parallelism scales poorly on these small convolutions; whole batches side by side do
+    not share anything. Hence ``leukedge infer`` opens single-threaded sessions for folders.
     """
-    return 1 if usable_cpus() <= 2 else 2
+    per_run = classifier.session_info.intra_op_threads if classifier is not None else 1
+    return max(2, min(MAX_WORKERS, usable_cpus() // max(1, per_run)))
 
 
 @dataclass(frozen=True)
@@ -98,40 +106,49 @@ def _finish(classifier: Classifier, sources: Sequence[ImageSource],
             yield FileResult(name, prediction=next(predictions), image=prep.original)
 
 
+def _process(classifier: Classifier, batch: Sequence[ImageSource], keep_images: bool
+             ) -> list[FileResult]:
+    return list(_finish(classifier, batch, [_prepare(classifier, s, keep_images) for s in batch]))
+
+
 def classify_files(classifier: Classifier, sources: Iterable[ImageSource], batch_size: int = 16,
                    workers: Optional[int] = None, keep_images: bool = False) -> Iterator[FileResult]:
     """Classify every source; yield one :class:`FileResult` per source, in input order.
 
     Args:
-        classifier: the model.
+        classifier: the model (shared by the workers; it is thread-safe).
         sources: paths, bytes or RGB arrays.
         batch_size: images per model run.
-        workers: preprocessing threads working one batch ahead; 0 = preprocess inline, no
-            overlap; None = :func:`default_workers`.
+        workers: threads that each read, preprocess and classify whole batches, so that up to
+            ``workers + 1`` batches are in flight; 0 = everything inline in the calling thread;
+            None = :func:`default_workers`. For throughput on a CPU, give the classifier
+            ``threads=1`` and one worker per core.
         keep_images: keep each decoded original image in its result (for overlays).
 
     Example:
+        >>> clf = Classifier(threads=1)
         >>> for r in classify_files(clf, list_images(["smears/"])):
         ...     print(r.source, r.prediction.label if r.ok else r.error)
     """
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    workers = default_workers() if workers is None else int(workers)
+    workers = default_workers(classifier) if workers is None else int(workers)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
     items = list(sources)
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     if workers == 0:
         for batch in batches:
-            yield from _finish(classifier, batch, [_prepare(classifier, s, keep_images) for s in batch])
+            yield from _process(classifier, batch, keep_images)
         return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leukedge-prep") as pool:
-        pending: deque[tuple[list, list[Future]]] = deque()
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leukedge-batch")
+    try:
+        pending: deque[Future] = deque()
         for batch in batches:
-            pending.append((batch, [pool.submit(_prepare, classifier, s, keep_images) for s in batch]))
-            if len(pending) > 1:  # the next batch is queued: run the model on the oldest one
-                done, futures = pending.popleft()
-                yield from _finish(classifier, done, [f.result() for f in futures])
+            pending.append(pool.submit(_process, classifier, batch, keep_images))
+            if len(pending) > workers:  # every worker has a batch: hand out the oldest results
+                yield from pending.popleft().result()
         while pending:
-            done, futures = pending.popleft()
-            yield from _finish(classifier, done, [f.result() for f in futures])
+            yield from pending.popleft().result()
+    finally:  # also when the caller stops early: drop the queued batches, finish the running ones
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -94,3 +94,28 @@ def test_image_only_model_skips_the_mask(make_tiny_onnx, tmp_path, sample_images
     results = list(classify_files(clf, sample_images[:3], batch_size=2))
     for result, probs in zip(results, expected, strict=True):
         assert result.prediction.probabilities == pytest.approx(probs, abs=1e-4)
+
+
+def test_stopping_early_cancels_the_queued_batches(classifier, sample_images, monkeypatch):
+    import sys
+
+    pipeline = sys.modules["leukedge.runtime.pipeline"]
+    calls = []
+    original = pipeline._process
+    monkeypatch.setattr(pipeline, "_process", lambda *args: calls.append(1) or original(*args))
+    results = classify_files(classifier, list(sample_images) * 10, batch_size=1, workers=2)
+    assert next(results).ok
+    results.close()
+    assert len(calls) <= 3, f"{len(calls)} of {len(sample_images) * 10} batches ran after close()"
+
+
+@pytest.mark.parametrize("cpus, per_run, expected", [(2, 1, 2), (2, 2, 2), (1, 1, 2), (16, 2, 8),
+                                                     (64, 1, 8), (6, 4, 2)])
+def test_default_workers_fill_the_cpus(monkeypatch, cpus, per_run, expected):
+    import sys
+    from types import SimpleNamespace
+
+    pipeline = sys.modules["leukedge.runtime.pipeline"]
+    monkeypatch.setattr(pipeline, "usable_cpus", lambda: cpus)
+    fake = SimpleNamespace(session_info=SimpleNamespace(intra_op_threads=per_run))
+    assert pipeline.default_workers(fake) == expected
