@@ -240,6 +240,27 @@ def test_bundled_default_model_classifies_the_bundled_samples():
     assert all(r["needs_review"] for r in wrong), wrong  # the contract's review_below is 0.8
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_bundled_samples_are_test_split_images_of_the_bundled_model(precision, tmp_path):
+    """The samples must be images the bundled model never trained or validated on."""
+    import os
+
+    from leukedge.runtime.contract import read_contract
+    from leukedge.runtime.dataset import discover_dataset, make_split, write_split_manifest
+    from leukedge.runtime.models import MODELS_DIR, default_model_path
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from dataset_builders import ALL_DATA
+
+    provenance = read_contract(default_model_path(precision)).provenance
+    split = make_split(discover_dataset(ALL_DATA, "original"), provenance["seed"])
+    assert write_split_manifest(tmp_path / "split.json", split) == provenance["split_manifest_sha256"]
+    test = set(split.paths("test"))
+    samples = sorted((MODELS_DIR.parent / "samples").glob("*/*.jpg"))
+    assert len(samples) == 8
+    assert [s for s in samples if f"{s.parent.name}/{s.name}" not in test] == []
+
+
 def test_cuda_request_without_cuda_exits_2(tiny_model_path, sample_images):
     import onnxruntime as ort
 
