@@ -55,8 +55,9 @@ def _ms(values: list[float]) -> dict:
             "mean_ms": round(1e3 * statistics.fmean(values), 3)}
 
 
-def preprocessing_times(images: list[Path], spec) -> dict:
-    """Per-image decode and preprocess times (perf_counter around each call)."""
+def preprocessing_times(images: list[Path], spec, with_mask: bool = True) -> dict:
+    """Per-image decode and preprocess times (perf_counter around each call); ``with_mask=False``
+    for a model without a masked input (the runtime then skips the HSV mask)."""
     from leukedge.runtime.preprocess import load_image, preprocess_array
 
     decode, prep = [], []
@@ -64,12 +65,12 @@ def preprocessing_times(images: list[Path], spec) -> dict:
         t0 = time.perf_counter()
         rgb = load_image(path)
         t1 = time.perf_counter()
-        preprocess_array(rgb, spec)
+        preprocess_array(rgb, spec, with_mask=with_mask)
         t2 = time.perf_counter()
         decode.append(t1 - t0)
         prep.append(t2 - t1)
     total = [a + b for a, b in zip(decode, prep)]
-    return {"images": len(images), "input_size": list(spec.input_size),
+    return {"images": len(images), "input_size": list(spec.input_size), "with_mask": with_mask,
             "decode": _ms(decode), "preprocess": _ms(prep), "decode_plus_preprocess": _ms(total)}
 
 
@@ -138,11 +139,13 @@ def main() -> None:
         model = args.model or tiny_model(Path(tmp), 224)
         from leukedge.runtime.contract import read_contract
 
-        spec = read_contract(model).preprocessing
+        contract = read_contract(model)
+        spec = contract.preprocessing
+        with_mask = any(i.content == "masked_image" for i in contract.inputs)
         result = {
             "machine": machine(), "versions": versions(), "model": str(args.model or "tiny-224"),
             "loadavg_before": os.getloadavg(),
-            "preprocessing": preprocessing_times(images, spec),
+            "preprocessing": preprocessing_times(images, spec, with_mask),
             "pipeline_overlap": overlap_throughput(model, images, args.repeats, args.batch_size),
             "cold_start": {
                 "python_-c_pass": cold_runs([sys.executable, "-c", "pass"], args.cold_runs),
