@@ -69,7 +69,8 @@ def train_command(
                                         "sooner)"),
     batch_size: int = typer.Option(32, help="Batch size"),
     seg_features: str = typer.Option("gap", help="Seg-feature reduction: gap (edge), flatten "
-                                                 "(the seed's; too big to export at 224)"),
+                                                 "(the seed's; too big to export at 224) or none "
+                                                 "(no segmentation branch: image-only model)"),
     input_size: Optional[str] = typer.Option(None, help="N or HxW; default: the backbone's"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder "
                                        "[default: runs/<backbone>-<time>]"),
