@@ -141,7 +141,7 @@ def main() -> None:
 
         contract = read_contract(model)
         spec = contract.preprocessing
-        with_mask = any(i.content == "masked_image" for i in contract.inputs)
+        with_mask = contract.input_for("masked_image") is not None
         result = {
             "machine": machine(), "versions": versions(), "model": str(args.model or "tiny-224"),
             "loadavg_before": os.getloadavg(),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-INPUT_CONTENTS = ("image", "masked_image")
+from leukedge.runtime.contract import INPUT_CONTENTS
 OUTPUT_NAME = "probs"
 
 

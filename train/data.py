@@ -18,12 +18,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from leukedge.runtime.contract import INPUT_CONTENTS  # preprocess_array returns them in this order
 from leukedge.runtime.dataset import Dataset, ImageRecord
 from leukedge.runtime.preprocess import ImageError, PreprocessSpec, load_image, preprocess_array
 
 from .augment import AugmentSpec, augment
 
-INPUTS = ("image", "masked_image")  # what preprocess_array returns, in its order
 
 
 def load_images(dataset: Dataset, records: Sequence[ImageRecord]
@@ -59,16 +59,16 @@ class BatchSource:
         shuffle: reshuffle every epoch.
         seed: base seed of the order and the augmentation.
         weights: per-class sample weights to yield as a third element, or None.
-        inputs: the model inputs to yield (``INPUTS``, or ``("image",)`` for a model without
+        inputs: the model inputs to yield (``INPUT_CONTENTS``, or ``("image",)`` for a model without
             the segmentation branch).
     """
 
     def __init__(self, images, labels, spec: PreprocessSpec, batch_size: int, num_classes: int,
                  augment_spec: Optional[AugmentSpec] = None, shuffle: bool = False, seed: int = 0,
-                 weights: Optional[np.ndarray] = None, inputs: Sequence[str] = INPUTS):
-        unknown = [name for name in inputs if name not in INPUTS]
+                 weights: Optional[np.ndarray] = None, inputs: Sequence[str] = INPUT_CONTENTS):
+        unknown = [name for name in inputs if name not in INPUT_CONTENTS]
         if unknown or not inputs:
-            raise ValueError(f"inputs must be taken from {INPUTS}, got {tuple(inputs)}")
+            raise ValueError(f"inputs must be taken from {INPUT_CONTENTS}, got {tuple(inputs)}")
         self.inputs = tuple(inputs)
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
         self.spec, self.batch_size, self.num_classes = spec, int(batch_size), num_classes
@@ -88,7 +88,7 @@ class BatchSource:
                 image = augment(image, self.augment_spec, rng)
             pairs.append(preprocess_array(image, self.spec,
                                           with_mask="masked_image" in self.inputs))
-        x = {name: np.stack([p[INPUTS.index(name)] for p in pairs]) for name in self.inputs}
+        x = {name: np.stack([p[INPUT_CONTENTS.index(name)] for p in pairs]) for name in self.inputs}
         y = np.eye(self.num_classes, dtype=np.float32)[self.labels[indices]]
         if self.weights is None:
             return x, y

@@ -4,10 +4,11 @@ Interfaces (docs/ARCHITECTURE.md): inputs ``image`` and ``masked_image`` (float3
 ``runtime.preprocess.preprocess_array``), one softmax output layer ``probs``.
 
 Seg-feature reduction: ``none`` leaves the segmentation branch out (an image-only model with one
-input, the ablation that shows what the branch earns); ``flatten`` is the seed's exact choice (at 224x224 the 56x56x128 map gives
-401,408 features and a >200 M-parameter first Dense layer, which cannot be exported on a 24 GB
-machine); ``gap`` pools the map globally (the edge default). :func:`flatten_parameter_count` gives
-the flatten variant's size from the cheap ``gap`` model, without building the big one.
+input, the ablation that shows what the branch earns); ``flatten`` is the seed's exact choice (at
+224x224 the 56x56x128 map gives 401,408 features and a >200 M-parameter first Dense layer, which
+cannot be exported on a 24 GB machine); ``gap`` pools the map globally (the edge default).
+:func:`flatten_parameter_count` gives the flatten variant's size from the cheap ``gap`` model,
+without building the big one.
 
 Example:
     >>> config = HybridConfig.resolve("small_cnn", input_size=(64, 64))
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from typing import Optional, Sequence
+
+from leukedge.runtime.contract import INPUT_CONTENTS
 
 from .backbones import BackboneSpec, get_backbone
 
@@ -76,7 +79,7 @@ class HybridConfig:
     @property
     def input_names(self) -> tuple[str, ...]:
         """The model's inputs: ``image``, and ``masked_image`` unless seg_features is "none"."""
-        return ("image",) if self.seg_features == "none" else ("image", "masked_image")
+        return INPUT_CONTENTS[:1] if self.seg_features == "none" else INPUT_CONTENTS
 
     def to_dict(self) -> dict:
         d = asdict(self)
