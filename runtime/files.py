@@ -1,11 +1,27 @@
-"""Small file helpers: atomic writes and hashes. Nothing a user had is lost to a half-written file."""
+"""Files: atomic writes, hashes, and finding the images a user means.
+
+Nothing a user had is lost to a half-written file: artifacts go to a temp file in the same folder,
+then ``os.replace``; an existing file keeps its permission bits (results are patient data).
+
+:func:`find_images` expands files, folders and glob patterns the way a user expects on a
+microscope PC's shares: every image once (by real path, however many links lead to it), folder
+symlink loops walked once, and every folder it could not read reported instead of skipped.
+"""
 
 from __future__ import annotations
 
+import fnmatch
+import glob
 import hashlib
 import os
+import stat
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator, Sequence
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+_MAGIC = set("*?[")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -17,16 +33,27 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so that readers see either the old file or the complete new one."""
+    """Write a file so that readers see either the old file or the complete new one.
+
+    A file that already exists keeps its mode; a new one gets 0644 (a model or report should be
+    readable). Refuses to replace anything that is not a regular file (a device, a FIFO).
+    """
     path = Path(path)
+    try:
+        old_mode = path.stat().st_mode
+    except FileNotFoundError:
+        old_mode = None
+    if old_mode is not None and not stat.S_ISREG(old_mode):
+        kind = "a folder" if stat.S_ISDIR(old_mode) else "not a regular file (a device or FIFO)"
+        raise OSError(f"{path} is {kind}; refusing to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model or report should be readable
+        os.chmod(tmp, stat.S_IMODE(old_mode) if old_mode is not None else 0o644)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -39,3 +66,124 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Atomically write UTF-8 text."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- finding images
+
+
+@dataclass
+class ImageListing:
+    """The image paths found (each once, in order) and what could not be searched."""
+
+    paths: list[Path] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    _seen: set = field(default_factory=set, repr=False)
+
+    def add(self, path: Path) -> None:
+        try:
+            key = os.path.realpath(path)
+        except (OSError, ValueError):
+            key = str(path)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.paths.append(path)
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
+
+
+def _walk(root: Path, recursive: bool, problems: list) -> Iterator[Path]:
+    """Image files under ``root`` (sorted per folder), each folder visited once even through
+    symlink loops; unreadable folders go to ``problems``."""
+    visited: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = folder.stat()
+            key = (info.st_dev, info.st_ino)
+            if key in visited:
+                continue
+            visited.add(key)
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            problems.append((str(folder), f"cannot read folder ({e.strerror or e})"))
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_dir():
+                    if recursive and not entry.name.startswith("."):
+                        subfolders.append(Path(entry.path))
+                elif _is_image_name(entry.name):
+                    yield Path(entry.path)
+            except OSError as e:
+                problems.append((entry.path, f"cannot read ({e.strerror or e})"))
+        stack.extend(reversed(subfolders))
+
+
+def _match_parts(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """Component-wise glob match; ``**`` matches zero or more components."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_match_parts(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) \
+        and _match_parts(parts[1:], pattern[1:])
+
+
+def _expand_pattern(text: str, recursive: bool, listing: ImageListing) -> list[Path]:
+    parts = Path(text).parts
+    if "**" not in parts or not recursive:
+        return sorted(Path(m) for m in glob.glob(text) if Path(m).is_file())  # no recursion
+    split = next(i for i, p in enumerate(parts) if _MAGIC & set(p) or p == "**")
+    base = Path(*parts[:split]) if split else Path(".")
+    rest = parts[split:]
+    found = []
+    for path in _walk(base, True, listing.problems):
+        if _match_parts(path.relative_to(base).parts, rest):
+            found.append(path)
+    return found
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long, an odd device: the file read reports it
+        return False
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def find_images(args: Sequence[str | os.PathLike], recursive: bool = False) -> ImageListing:
+    """Expand files, folders and glob patterns into image paths (each real file once).
+
+    Files named explicitly are kept even when their suffix is unknown or they do not exist (the
+    caller reports them per file); folders contribute their image files, sorted, recursively
+    with ``recursive`` (folder links followed, loops visited once); patterns with ``**`` need
+    ``recursive``.
+    """
+    listing = ImageListing()
+    for raw in args:
+        text = os.fspath(raw)
+        path = Path(text)
+        if _is_dir(path):
+            for found in _walk(path, recursive, listing.problems):
+                listing.add(found)
+        elif _MAGIC & set(text) and not _exists(path):
+            for found in _expand_pattern(text, recursive, listing):
+                listing.add(found)
+        else:
+            listing.add(path)
+    return listing
+
+
+def list_images(args: Sequence[str | os.PathLike], recursive: bool = False) -> list[Path]:
+    """The paths of :func:`find_images` (folders that could not be read are left out)."""
+    return find_images(args, recursive).paths

@@ -1,51 +1,82 @@
-"""Where the bundled default models live inside the installed package.
+"""The models bundled with leukedge, and how a model argument becomes a file.
 
-A leukedge wheel may ship one default classifier per precision under
-``leukedge/runtime/assets/models/leukedge-default-<precision>.onnx``. A source checkout or a
-runtime-only wheel built before a model was trained has none; asking for it then fails with an
-error that says how to get or point to a model, never with a bare ``FileNotFoundError``.
+A wheel ships its models under ``leukedge/runtime/assets/models/leukedge-<name>.onnx``; each is
+selectable by name (``--model default-fp32``, ``Classifier("fast-int8")``). A name without a
+precision (``default``, ``fast``) picks the INT8 file on CPUs with VNNI and the FP32 file on
+others, where INT8 kernels with full 8-bit weights can saturate (:mod:`leukedge.runtime.cpu`).
+``default`` is what ``leukedge infer`` uses when no model is given. What each is, measured, is
+in docs/RESULTS.md and in the models' own contracts (``leukedge models``).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Optional
 
-from .contract import PRECISIONS
+from .cpu import has_int8_vnni
+from .errors import LeukedgeError
 
 MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"
-DEFAULT_MODEL_TEMPLATE = "leukedge-default-{precision}.onnx"
+PREFIX = "leukedge-"
+DEFAULT_MODEL = "default"
 
 
-class ModelNotFoundError(FileNotFoundError):
-    """A requested model file (bundled default or user path) does not exist."""
+class ModelNotFoundError(LeukedgeError, FileNotFoundError):
+    """A requested model file (bundled or user path) does not exist."""
 
 
-def default_model_path(precision: str = "int8") -> Path:
-    """Path of the bundled default model of a precision.
+def bundled_models() -> dict[str, Path]:
+    """Bundled model name -> file, sorted by name (empty in an installation without models)."""
+    if not MODELS_DIR.is_dir():
+        return {}
+    return {p.stem[len(PREFIX):]: p for p in sorted(MODELS_DIR.glob(f"{PREFIX}*.onnx"))}
 
-    Args:
-        precision: "int8" (the microscope-PC default), "fp16" or "fp32".
 
-    Returns:
-        The path of the ONNX file inside the installed package.
+def best_variant(name: str, bundled: dict[str, Path]) -> Optional[str]:
+    """``name-int8`` on a CPU that runs it exactly, else ``name-fp32`` (when bundled)."""
+    int8, fp32 = f"{name}-int8", f"{name}-fp32"
+    if int8 in bundled and (has_int8_vnni() is not False or fp32 not in bundled):
+        return int8
+    return fp32 if fp32 in bundled else None
+
+
+def _looks_like_a_name(text: str) -> bool:
+    return os.sep not in text and "/" not in text and not text.endswith(".onnx")
+
+
+def resolve_model(model: str | os.PathLike | None = None) -> Path:
+    """A bundled model's name, or a path, -> the model file.
 
     Raises:
-        ValueError: ``precision`` is not one of the known precisions.
-        ModelNotFoundError: this installation ships no such model.
-
-    Example:
-        >>> default_model_path("int8").name
-        'leukedge-default-int8.onnx'
+        ModelNotFoundError: no such bundled model, or no such file; the message lists the
+            bundled names.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}. Valid: {', '.join(PRECISIONS)}")
-    path = MODELS_DIR / DEFAULT_MODEL_TEMPLATE.format(precision=precision)
-    if not path.is_file():
-        shipped = sorted(p.name for p in MODELS_DIR.glob("*.onnx")) if MODELS_DIR.is_dir() else []
+    bundled = bundled_models()
+    text = DEFAULT_MODEL if model is None else str(model)
+    if text in bundled:
+        return bundled[text]
+    variant = best_variant(text, bundled) if _looks_like_a_name(text) else None
+    if variant is not None:
+        return bundled[variant]
+    path = Path(text)
+    if path.is_file():
+        return path
+    names = ", ".join(_names(bundled)) or "none in this installation"
+    if model is None or _looks_like_a_name(text):
         raise ModelNotFoundError(
-            f"No bundled default model ({precision}) in this installation: {path} does not exist "
-            f"(bundled models: {', '.join(shipped) or 'none'}). Point to a model explicitly, e.g. "
-            "`leukedge infer --model path/to/model.onnx IMAGES...` or "
-            "`Classifier('path/to/model.onnx')`; make one with `leukedge export` (and "
-            "`leukedge quantize` for int8), or install a leukedge release that bundles one.")
-    return path
+            f"No bundled model {text!r} (bundled: {names}). Pass a model file with --model "
+            "PATH.onnx, or make one with `leukedge export`.")
+    raise ModelNotFoundError(f"{path}: model file not found (bundled models, selectable by "
+                             f"name: {names})")
+
+
+def _names(bundled: dict[str, Path]) -> list[str]:
+    """Bundled names, with the precision-free aliases first."""
+    aliases = sorted({n.rsplit("-", 1)[0] for n in bundled if n.endswith(("-int8", "-fp32"))})
+    return aliases + list(bundled)
+
+
+def default_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Path of a bundled model (default: the one ``leukedge infer`` uses)."""
+    return resolve_model(name)

@@ -1,8 +1,9 @@
-"""Overlay images for a human check: the HSV mask outline and the prediction drawn on the smear.
+"""Overlay images for a human check: the stain mask outline and the prediction drawn on the smear.
 
-The mask is computed at the image's original resolution with the model's own thresholds
-(:func:`~leukedge.runtime.preprocess.hsv_mask`), so the outline shows what the segmentation
-branch was given, and the PNG is written atomically.
+The mask is the model's own (its ``stain_mask`` output, at the model's input size), so the
+outline shows exactly what the model computed. The overlay is drawn at display size: the image
+is shrunk to at most :data:`DISPLAY_MAX` pixels on its longer side first (a 50-megapixel frame
+would otherwise need gigabytes), the mask scaled to it, and the PNG written atomically.
 """
 
 from __future__ import annotations
@@ -16,17 +17,28 @@ import numpy as np
 
 from .classifier import Prediction
 from .files import atomic_write_bytes
-from .preprocess import HsvMaskSpec, hsv_mask
 
 OUTLINE_BGR = (0, 255, 0)
 TEXT_BGR = (255, 255, 255)
 REVIEW_BGR = (0, 0, 255)
 OVERLAY_SUFFIX = ".overlay.png"
+DISPLAY_MAX = 1024
+MAX_STEM = 150  # file systems allow 255 bytes per name
 
 
-def full_resolution_mask(rgb_uint8: np.ndarray, mask_spec: HsvMaskSpec) -> np.ndarray:
-    """Boolean HSV mask of an RGB uint8 image at its own resolution."""
-    return hsv_mask(rgb_uint8.astype(np.float32) * np.float32(1.0 / 255.0), mask_spec)
+def display_size(height: int, width: int, limit: int = DISPLAY_MAX) -> tuple[int, int]:
+    """(height, width) scaled down so the longer side is at most ``limit``."""
+    scale = min(1.0, limit / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def display_pair(rgb_uint8: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image at display size and the model's mask scaled to it (nearest neighbour)."""
+    h, w = display_size(*rgb_uint8.shape[:2])
+    image = rgb_uint8 if (h, w) == rgb_uint8.shape[:2] else cv2.resize(
+        rgb_uint8, (w, h), interpolation=cv2.INTER_AREA)
+    scaled = cv2.resize(np.asarray(mask, np.uint8), (w, h), interpolation=cv2.INTER_NEAREST)
+    return image, scaled.astype(bool)
 
 
 def _caption_lines(prediction: Prediction) -> list[tuple[str, tuple[int, int, int]]]:
@@ -68,11 +80,12 @@ def render_overlay(rgb_uint8: np.ndarray, mask: np.ndarray, prediction: Predicti
     return canvas
 
 
-def write_overlay(path: str | os.PathLike, rgb_uint8: np.ndarray, mask_spec: HsvMaskSpec,
+def write_overlay(path: str | os.PathLike, rgb_uint8: np.ndarray, mask: np.ndarray,
                   prediction: Prediction) -> Path:
-    """Draw the overlay of one image and write it atomically as PNG; returns the path."""
-    mask = full_resolution_mask(rgb_uint8, mask_spec)
-    ok, encoded = cv2.imencode(".png", render_overlay(rgb_uint8, mask, prediction))
+    """Draw the overlay of one image (``mask``: the model's stain mask, any size) at display
+    size and write it atomically as PNG; returns the path."""
+    image, scaled = display_pair(rgb_uint8, mask)
+    ok, encoded = cv2.imencode(".png", render_overlay(image, scaled, prediction))
     if not ok:  # pragma: no cover - OpenCV's PNG encoder does not fail on uint8 BGR
         raise RuntimeError(f"{path}: OpenCV could not encode the overlay as PNG")
     atomic_write_bytes(path, encoded.tobytes())
@@ -89,7 +102,7 @@ def overlay_names(sources: Sequence[str | os.PathLike]) -> list[str]:
     used: set[str] = set()  # lower-case: overlays may land on a case-insensitive file system
     names = []
     for source in sources:
-        stem = Path(source).stem or "image"
+        stem = (Path(source).stem or "image")[:MAX_STEM]
         name, n = f"{stem}{OVERLAY_SUFFIX}", 1
         while name.lower() in used:
             n += 1

@@ -1,9 +1,9 @@
 """Classify many files with one result per file: bad inputs become error results, never exceptions.
 
-:func:`classify_files` decodes and preprocesses the next batch in a small thread pool while the
-model runs on the current one (OpenCV and ONNX Runtime release the GIL), and yields results in
-input order. ``leukedge infer`` is a thin layer over it; an embedding application can use it the same
-way to process a folder.
+:func:`classify_files` has worker threads that each decode and classify whole batches (OpenCV
+and ONNX Runtime release the GIL), several batches in flight, and yields results in input order.
+``leukedge infer`` is a thin layer over it; an embedding application can use it the same way to
+process a folder.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Optional, Sequence
 
+import time
+
 import numpy as np
 
 from .classifier import Classifier, Prediction
-from .preprocess import ImageError, ImageSource, describe_source, load_image, preprocess_array
+from .decode import MAX_PIXELS, ImageError, ImageSource, describe_source, load_image
 from .session import usable_cpus
 
 
@@ -43,91 +45,121 @@ def default_workers(classifier: Optional[Classifier] = None) -> int:
 class FileResult:
     """The outcome for one input: a prediction or an error message naming the input.
 
-    ``image`` is the decoded RGB uint8 image at its original resolution, kept only on request
-    (e.g. to draw an overlay).
+    ``image`` (the decoded RGB uint8 image at its original resolution) and ``mask`` (the
+    model's stain mask at its input size) are kept only on request, to draw an overlay.
+    ``seconds`` is this image's decoding time plus its share of its batch's model run.
     """
 
     source: str
     prediction: Optional[Prediction] = None
     error: Optional[str] = None
     image: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """path, label, confidence, probabilities, needs_review, error (None where not applicable)."""
+        """path, label, confidence, probabilities, needs_review, review_reasons, quality,
+        seconds, error. An input that could not be classified needs review."""
         p = self.prediction
         return {
             "path": self.source,
             "label": p.label if p else None,
             "confidence": p.confidence if p else None,
             "probabilities": dict(p.probabilities) if p else None,
-            "needs_review": p.needs_review if p else None,
+            "needs_review": p.needs_review if p else True,
+            "review_reasons": list(p.review_reasons) if p else ["could not be classified"],
+            "quality": dict(p.quality) if p else None,
+            "seconds": round(self.seconds, 6),
             "error": self.error,
         }
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    image: Optional[np.ndarray] = None
-    masked: Optional[np.ndarray] = None
-    original: Optional[np.ndarray] = None
+class _Decoded:
+    pixels: Optional[np.ndarray] = None
     error: Optional[str] = None
+    seconds: float = 0.0
 
 
-def _prepare(classifier: Classifier, source: ImageSource, keep_image: bool) -> _Prepared:
+def _decode(source: ImageSource, max_pixels: int) -> _Decoded:
+    started = time.perf_counter()
     try:
-        rgb = load_image(source)
-        image, masked = preprocess_array(rgb, classifier.spec,
-                                         with_mask=classifier.needs_masked_input)
+        pixels = load_image(source, max_pixels)
     except ImageError as e:
-        return _Prepared(error=str(e))
+        return _Decoded(error=str(e))
     except Exception as e:  # an odd file must not stop a batch of 600; name it and go on
-        return _Prepared(error=str(ImageError(describe_source(source),
-                                              f"cannot be processed ({type(e).__name__}: {e})")))
-    return _Prepared(image=image, masked=masked, original=rgb if keep_image else None)
+        return _Decoded(error=str(ImageError(describe_source(source),
+                                             f"cannot be processed ({type(e).__name__}: {e})")))
+    return _Decoded(pixels=pixels, seconds=time.perf_counter() - started)
+
+
+def _classify(classifier: Classifier, decoded: Sequence[_Decoded], keep_images: bool
+              ) -> dict[int, tuple[Prediction, Optional[np.ndarray], float]]:
+    """Predictions (and masks) of the decoded images, one model run per image size."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, d in enumerate(decoded):
+        if d.error is None:
+            by_shape.setdefault(d.pixels.shape, []).append(i)
+    out = {}
+    names = classifier.default_outputs + (["stain_mask"] if keep_images else [])
+    for indices in by_shape.values():
+        started = time.perf_counter()
+        raw = classifier.run(np.stack([decoded[i].pixels for i in indices]), names)
+        share = (time.perf_counter() - started) / len(indices)
+        for j, i in enumerate(indices):
+            row = {k: v[j] for k, v in raw.items() if k != "stain_mask"}
+            mask = raw["stain_mask"][j] if keep_images else None
+            out[i] = (classifier.prediction_from_outputs(row), mask, share)
+    return out
 
 
 def _finish(classifier: Classifier, sources: Sequence[ImageSource],
-            prepared: Sequence[_Prepared]) -> Iterator[FileResult]:
-    good = [p for p in prepared if p.error is None]
-    predictions: Iterator[Prediction] = iter(())
-    if good:
-        images = np.stack([p.image for p in good])
-        masked = np.stack([p.masked for p in good]) if classifier.needs_masked_input else None
-        predictions = iter(classifier.predict_arrays(images, masked))
-    for source, prep in zip(sources, prepared):
+            decoded: Sequence[_Decoded], keep_images: bool) -> Iterator[FileResult]:
+    try:
+        done = _classify(classifier, decoded, keep_images)
+    except Exception as e:  # the model failed on this batch: every image of it gets the error
+        reason = f"the model failed on this batch ({type(e).__name__}: {str(e)[:200]})"
+        done, decoded = {}, [d if d.error else _Decoded(error=reason) for d in decoded]
+    for i, (source, d) in enumerate(zip(sources, decoded)):
         name = describe_source(source)
-        if prep.error is not None:
-            yield FileResult(name, error=prep.error)
-        else:
-            yield FileResult(name, prediction=next(predictions), image=prep.original)
+        if d.error is not None:
+            yield FileResult(name, error=d.error if d.error.startswith(name) else
+                             f"{name}: {d.error}")
+            continue
+        prediction, mask, share = done[i]
+        yield FileResult(name, prediction=prediction, image=d.pixels if keep_images else None,
+                         mask=mask, seconds=d.seconds + share)
 
 
-def _process(classifier: Classifier, batch: Sequence[ImageSource], keep_images: bool
-             ) -> list[FileResult]:
-    return list(_finish(classifier, batch, [_prepare(classifier, s, keep_images) for s in batch]))
+def _process(classifier: Classifier, batch: Sequence[ImageSource], keep_images: bool,
+             max_pixels: int) -> list[FileResult]:
+    return list(_finish(classifier, batch, [_decode(s, max_pixels) for s in batch], keep_images))
 
 
 def classify_files(classifier: Classifier, sources: Iterable[ImageSource], batch_size: int = 16,
-                   workers: Optional[int] = None, keep_images: bool = False) -> Iterator[FileResult]:
+                   workers: Optional[int] = None, keep_images: bool = False,
+                   max_pixels: int = MAX_PIXELS) -> Iterator[FileResult]:
     """Classify every source; yield one :class:`FileResult` per source, in input order.
 
     Args:
         classifier: the model (shared by the workers; it is thread-safe).
         sources: paths, bytes or RGB arrays.
-        batch_size: images per model run.
+        batch_size: images per model run (images of different sizes run separately).
         workers: threads that each read, preprocess and classify whole batches, so that up to
             ``workers + 1`` batches are in flight; 0 = everything inline in the calling thread;
             None = :func:`default_workers`. For throughput on a CPU, give the classifier
             ``threads=1`` and one worker per core.
-        keep_images: keep each decoded original image in its result (for overlays).
+        keep_images: keep each decoded original image and the model's stain mask in its
+            result (for overlays).
+        max_pixels: refuse images whose header declares more pixels than this.
 
     Example:
         >>> clf = Classifier(threads=1)
-        >>> for r in classify_files(clf, list_images(["smears/"])):
+        >>> for r in classify_files(clf, find_images(["smears/"]).paths):
         ...     print(r.source, r.prediction.label if r.ok else r.error)
     """
     if int(batch_size) < 1:
@@ -139,13 +171,13 @@ def classify_files(classifier: Classifier, sources: Iterable[ImageSource], batch
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     if workers == 0:
         for batch in batches:
-            yield from _process(classifier, batch, keep_images)
+            yield from _process(classifier, batch, keep_images, max_pixels)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leukedge-batch")
     try:
         pending: deque[Future] = deque()
         for batch in batches:
-            pending.append(pool.submit(_process, classifier, batch, keep_images))
+            pending.append(pool.submit(_process, classifier, batch, keep_images, max_pixels))
             if len(pending) > workers:  # every worker has a batch: hand out the oldest results
                 yield from pending.popleft().result()
         while pending:

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+from .errors import LeukedgeError
+
 log = logging.getLogger(__name__)
 
 PROVIDER_CHOICES = ("auto", "cuda", "cpu")
@@ -25,7 +27,7 @@ _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 
 
-class RuntimeSetupError(RuntimeError):
+class RuntimeSetupError(LeukedgeError, RuntimeError):
     """ONNX Runtime is missing, installed twice, or cannot give the requested provider."""
 
 
@@ -91,6 +93,16 @@ def usable_cpus() -> int:
 def default_threads() -> int:
     """Intra-op threads: the CPUs this process may use, at most 8."""
     return max(1, min(usable_cpus(), 8))
+
+
+MAX_THREADS = 256
+
+
+def check_threads(threads: Optional[int]) -> None:
+    """Refuse a thread count ONNX Runtime cannot honour (100,000 threads hang the process)."""
+    if threads is not None and not 1 <= int(threads) <= MAX_THREADS:
+        raise ValueError(f"--threads must be between 1 and {MAX_THREADS} (this machine has "
+                         f"{usable_cpus()} usable CPUs), got {threads}")
 
 
 def _resolve_providers(ort: Any, provider: str) -> list[str]:
@@ -159,8 +171,7 @@ def create_session(
     """
     ort = load_onnxruntime()
     requested = _resolve_providers(ort, provider)
-    if threads is not None and threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+    check_threads(threads)
     n_threads = threads or default_threads()
     opts = _session_options(ort, n_threads, spin, optimization)
 
@@ -187,3 +198,14 @@ def create_session(
             raise RuntimeSetupError(msg)
         warnings.warn(msg + " Falling back to CPU.", ProviderFallbackWarning, stacklevel=2)
     return session, info
+
+
+def open_for_metadata(model: str | os.PathLike) -> Any:
+    """A CPU session with graph optimizations off, for reading a model's metadata and I/O.
+
+    Raises:
+        FileNotFoundError: no such file.
+        RuntimeSetupError: ONNX Runtime is missing or cannot load the file.
+    """
+    session, _ = create_session(model, provider="cpu", threads=1, optimization="disable")
+    return session

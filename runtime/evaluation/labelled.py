@@ -1,9 +1,12 @@
-"""Labelled images -> predictions -> the seed's metrics, for any ONNX model or predict callable.
+"""Labelled images for evaluation: a class-folder tree, or one split of a split manifest.
 
-Images are chosen through :mod:`leukedge.runtime.dataset` (a class-folder tree, or the test split
-of a split manifest), preprocessed through :mod:`leukedge.runtime.preprocess`, and scored
-with :func:`leukedge.runtime.metrics.evaluate`; sessions come from
-:func:`leukedge.runtime.session.create_session`.
+Images are chosen through :mod:`leukedge.runtime.dataset`, so "the test split" means the same
+files everywhere, and decoded through :mod:`leukedge.runtime.decode`. Files that cannot be
+decoded are reported by name, never a traceback.
+
+Example:
+    >>> data = load_labelled("/data/ALL", classes, split_manifest="runs/a/split.json")
+    >>> pixels = data.decode()
 """
 
 from __future__ import annotations
@@ -11,16 +14,24 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.contract import ModelContract
-from leukedge.runtime.dataset import discover_dataset, read_split_manifest, select_split
-from leukedge.runtime.metrics import evaluate
+from ..dataset import discover_dataset
+from ..splits import read_split_manifest, select_split
+from ..decode import ImageError, load_image
 
-from .calibration import select_evenly
-from .parity import predict_batched, session_predictor
+
+def select_evenly(paths: Sequence[Path], size: Optional[int]) -> list[Path]:
+    """``size`` paths spread evenly over the sorted list (every class folder gets its share)."""
+    ordered = sorted(Path(p) for p in paths)
+    if size is None or size >= len(ordered):
+        return ordered
+    if size < 1:
+        raise ValueError(f"the number of images must be >= 1, got {size}")
+    picks = np.unique(np.linspace(0, len(ordered) - 1, size).round().astype(int))
+    return [ordered[i] for i in picks]
 
 
 @dataclass(frozen=True)
@@ -35,6 +46,24 @@ class LabelledSet:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def decode(self) -> list[np.ndarray]:
+        """The images as RGB uint8 arrays.
+
+        Raises:
+            ImageError: naming every file that could not be decoded (up to 5) and how many.
+        """
+        images, bad = [], []
+        for path in self.paths:
+            try:
+                images.append(load_image(path))
+            except ImageError as e:
+                bad.append(str(e))
+        if bad:
+            shown = "; ".join(bad[:5])
+            raise ImageError(self.source, f"{len(bad)} labelled image(s) cannot be decoded: "
+                                          f"{shown}")
+        return images
+
 
 def load_labelled(data_dir: str | os.PathLike, classes: Sequence[str],
                   split_manifest: Optional[str | os.PathLike] = None, split: str = "test",
@@ -48,6 +77,8 @@ def load_labelled(data_dir: str | os.PathLike, classes: Sequence[str],
         split: which part of the manifest.
         limit: at most this many images, spread evenly over the sorted list (None = all).
     """
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
     variant = "original"
     manifest = None
     if split_manifest is not None:
@@ -64,19 +95,3 @@ def load_labelled(data_dir: str | os.PathLike, classes: Sequence[str],
     return LabelledSet(paths=tuple(dataset.path(r) for r in records),
                        labels=dataset.label_indices(records), classes=tuple(classes),
                        source=f"{dataset.root} ({where})")
-
-
-def input_names_of(contract: ModelContract) -> dict[str, str]:
-    """content -> input name, from a contract."""
-    return {spec.content: spec.name for spec in contract.inputs}
-
-
-def session_probabilities(session: Any, contract: ModelContract, feeds: dict[str, np.ndarray],
-                          batch_size: int = 8) -> np.ndarray:
-    """Probabilities of an onnxruntime session over feeds, in batches."""
-    return predict_batched(session_predictor(session, contract.output_name), feeds, batch_size)
-
-
-def metrics_of(probs: np.ndarray, labelled: LabelledSet) -> dict:
-    """The seed's metrics of probabilities against the set's labels."""
-    return evaluate(labelled.labels, np.asarray(probs).argmax(axis=1), labelled.classes)

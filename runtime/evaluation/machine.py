@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-from leukedge.runtime.session import usable_cpus
+from ..session import usable_cpus
 
 INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                      "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")

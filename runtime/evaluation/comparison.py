@@ -1,9 +1,10 @@
 """``leukedge compare``: several models (and optionally the Keras original) on the same images.
 
-One row per model: the seed's metrics on labelled images, agreement with the first (reference)
-model, file size, precision, provider, and latency / throughput measured here. ONNX models run
-through :class:`leukedge.runtime.classifier.Classifier`; a Keras model enters as a plain
-``feeds -> probabilities`` callable (export never imports train/ or TensorFlow).
+One row per model: the reference study's metrics on labelled images, agreement with the first
+(reference) model, file size, precision, provider, and latency / throughput measured here.
+ONNX models run through :class:`leukedge.runtime.classifier.Classifier` on the decoded pixels
+(preprocessing is inside every model); a Keras model enters as a plain ``pixels ->
+probabilities`` callable (this package never imports TensorFlow).
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.classifier import Classifier
-from leukedge.runtime.metrics import evaluate
-from leukedge.runtime.preprocess import PreprocessSpec, preprocess_batch
-
-from .evaluation import LabelledSet
+from ..classifier import Classifier
+from ..metrics import evaluate
+from .labelled import LabelledSet
 from .machine import describe_machine
-from .parity import PredictFn
 from .timing import batch_of, percentiles_ms, time_calls
 
-ArrayPredict = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (images, masked) -> probs
+PixelsPredict = Callable[[np.ndarray], np.ndarray]  # uint8 [N, H, W, 3] -> probabilities
 
 
 @dataclass(frozen=True)
@@ -32,8 +30,7 @@ class Candidate:
     """One model to compare, reduced to what the comparison needs."""
 
     name: str
-    predict: ArrayPredict
-    spec: PreprocessSpec
+    predict: PixelsPredict
     classes: tuple[str, ...]
     precision: str
     provider: str
@@ -61,35 +58,31 @@ def onnx_candidate(path: str | os.PathLike, provider: str = "auto",
                    threads: Optional[int] = None) -> Candidate:
     """An ONNX model through the runtime's Classifier."""
     clf = Classifier(path, provider=provider, threads=threads)
-    return Candidate(name=Path(path).name, predict=clf.probabilities, spec=clf.spec,
+    return Candidate(name=Path(path).name, predict=lambda px: clf.run(px, ["probs"])["probs"],
                      classes=clf.classes, precision=clf.contract.precision,
                      provider=clf.session_info.provider, size_bytes=Path(path).stat().st_size,
                      path=str(path))
 
 
-def callable_candidate(name: str, predict: PredictFn, like: Candidate,
-                       size_bytes: Optional[int] = None, input_names: Optional[dict] = None) -> Candidate:
-    """A ``feeds -> probabilities`` callable (e.g. the Keras model) with ``like``'s preprocessing."""
-    names = input_names or {"image": "image", "masked_image": "masked_image"}
-
-    def run(images: np.ndarray, masked: np.ndarray) -> np.ndarray:
-        arrays = {"image": images, "masked_image": masked}
-        return np.asarray(predict({n: arrays[c] for c, n in names.items()}))
-    return Candidate(name=name, predict=run, spec=like.spec, classes=like.classes,
-                     precision="fp32", provider="tensorflow-cpu", size_bytes=size_bytes)
-
-
-def _probabilities(cand: Candidate, images: np.ndarray, masked: np.ndarray, batch: int = 8) -> np.ndarray:
-    parts = [cand.predict(images[i:i + batch], masked[i:i + batch]) for i in range(0, len(images), batch)]
-    return np.concatenate(parts).astype(np.float64)
+def _probabilities(cand: Candidate, images: Sequence[np.ndarray], batch: int = 8) -> np.ndarray:
+    parts: dict[int, np.ndarray] = {}
+    by_shape: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(im.shape, []).append(i)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), batch):
+            chunk = indices[start:start + batch]
+            probs = cand.predict(np.stack([images[i] for i in chunk]))
+            parts.update(zip(chunk, np.asarray(probs, np.float64)))
+    return np.stack([parts[i] for i in range(len(images))])
 
 
-def _timing(cand: Candidate, images: np.ndarray, masked: np.ndarray, iterations: int,
-            warmup: int) -> dict:
-    x1, m1 = images[:1], masked[:1]
-    lat = percentiles_ms(time_calls(lambda: cand.predict(x1, m1), iterations, warmup), (50, 95))
-    x8, m8 = batch_of(images, 8), batch_of(masked, 8)
-    t8 = time_calls(lambda: cand.predict(x8, m8), max(3, iterations // 4), 1)
+def _timing(cand: Candidate, images: Sequence[np.ndarray], iterations: int, warmup: int) -> dict:
+    same = [im for im in images if im.shape == images[0].shape]
+    x1 = np.stack(same[:1])
+    lat = percentiles_ms(time_calls(lambda: cand.predict(x1), iterations, warmup), (50, 95))
+    x8 = batch_of(np.stack(same[:8]), 8)
+    t8 = time_calls(lambda: cand.predict(x8), max(3, iterations // 4), 1)
     return {"latency_p50_ms": lat["p50_ms"], "latency_p95_ms": lat["p95_ms"],
             "throughput_ips": float(8 / t8.mean())}
 
@@ -116,6 +109,7 @@ def compare_candidates(candidates: Sequence[Candidate], labelled: LabelledSet, *
 
     Raises:
         ValueError: no candidate, or their class lists differ from each other or the data's.
+        ImageError: labelled images that cannot be decoded (named).
     """
     if not candidates:
         raise ValueError("nothing to compare: give at least one model")
@@ -123,23 +117,19 @@ def compare_candidates(candidates: Sequence[Candidate], labelled: LabelledSet, *
         if tuple(cand.classes) != tuple(labelled.classes):
             raise ValueError(f"{cand.name} has classes {list(cand.classes)}, the data "
                              f"{list(labelled.classes)}; compare models of one class set")
-    cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    images = labelled.decode()
     rows, reference = [], None
     for cand in candidates:
-        key = repr(cand.spec)
-        if key not in cache:  # decode and preprocess once per preprocessing spec
-            cache[key] = preprocess_batch(list(labelled.paths), cand.spec)
-        images, masked = cache[key]
-        probs = _probabilities(cand, images, masked)
+        probs = _probabilities(cand, images)
         reference = probs if reference is None else reference
         rows.append(comparison_row(cand, probs, reference, labelled,
-                                   _timing(cand, images, masked, iterations, warmup)))
+                                   _timing(cand, images, iterations, warmup)))
     return Comparison(rows=rows, classes=tuple(labelled.classes), source=labelled.source,
                       n_images=len(labelled))
 
 
 def compare_models(model_paths: Sequence[str | os.PathLike], labelled: LabelledSet, *,
-                   keras_predict: Optional[PredictFn] = None, keras_name: str = "keras",
+                   keras_predict: Optional[PixelsPredict] = None, keras_name: str = "keras",
                    keras_size_bytes: Optional[int] = None, provider: str = "auto",
                    threads: Optional[int] = None, iterations: int = 20,
                    warmup: int = 2) -> Comparison:
@@ -152,10 +142,11 @@ def compare_models(model_paths: Sequence[str | os.PathLike], labelled: LabelledS
         [1.0, 0.99]
     """
     if not model_paths:
-        raise ValueError("compare needs at least one ONNX model (the Keras row borrows its "
-                         "preprocessing from the first one)")
+        raise ValueError("compare needs at least one ONNX model")
     candidates = [onnx_candidate(p, provider, threads) for p in model_paths]
     if keras_predict is not None:
-        candidates.insert(0, callable_candidate(keras_name, keras_predict, candidates[0],
-                                                size_bytes=keras_size_bytes))
+        first = candidates[0]
+        candidates.insert(0, Candidate(name=keras_name, predict=keras_predict,
+                                       classes=first.classes, precision="fp32",
+                                       provider="tensorflow-cpu", size_bytes=keras_size_bytes))
     return compare_candidates(candidates, labelled, iterations=iterations, warmup=warmup)

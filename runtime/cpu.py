@@ -1,0 +1,48 @@
+"""What this CPU offers for INT8 inference.
+
+ONNX Runtime's x86 INT8 kernels multiply uint8 activations by int8 weights. With VNNI
+(AVX512-VNNI, AVX-VNNI, AMX) the products accumulate in 32 bits; without it (SSE4/AVX2, older
+AVX-512) pairs of products are first summed in 16 bits and can saturate, which costs accuracy
+unless the weights were quantized to 7 bits (``leukedge quantize --reduce-range``). So an INT8
+model with full 8-bit weights is run on VNNI CPUs only, and the bundled ``default`` name picks
+the FP32 file elsewhere.
+
+Detection: the flags of /proc/cpuinfo (Linux), else numpy's own dispatch table (AVX512-VNNI).
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+from pathlib import Path
+from typing import Optional
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def _proc_flags() -> Optional[set[str]]:
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def has_int8_vnni() -> Optional[bool]:
+    """True / False on x86-64, None where it does not apply or cannot be told (other CPUs)."""
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return None
+    flags = _proc_flags()
+    if flags is not None:
+        return any(f in flags for f in VNNI_FLAGS)
+    try:
+        import numpy as np
+
+        features = np._core._multiarray_umath.__cpu_features__  # numpy's runtime dispatch
+        return bool(features.get("AVX512VNNI"))
+    except (AttributeError, ImportError):
+        return None
