@@ -1,22 +1,36 @@
-"""leukedge train: Keras backbone registry, hybrid model, augmentation, training loop, run folder.
+"""leukedge train: backbone registry, classifier, augmentation, training, run folder.
 
-Importing this package does not import TensorFlow; the functions that need it import it.
+Importing this package imports neither TensorFlow nor numpy-heavy modules: names are loaded on
+first use, and the functions that need TensorFlow import it.
 
 Example:
-    >>> from leukedge.train import train, load_model
-    >>> result = train("/data/ALL", "runs/small", backbone="small_cnn", epochs=30)
+    >>> from leukedge.train import HybridConfig, TrainSettings, train, load_model
+    >>> config = HybridConfig.resolve("efficientnet_lite0", seg_features="none")
+    >>> result = train("/data/ALL", "runs/lite0", config, TrainSettings(), weights="imagenet")
     >>> model = load_model(result.out_dir / "model.keras")
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
-from .augment import AugmentSpec, augment
 from .backbones import BACKBONES, BackboneSpec, backbone_names, get_backbone
-from .fit import TrainResult, TrainSettings, train
-from .model import (SEG_FEATURES, HybridConfig, build_hybrid, count_parameters,
-                    flatten_parameter_count, seg_map_shape)
+
+_LAZY = {
+    "AugmentSpec": ".augment", "augment": ".augment",
+    "TrainResult": ".fit", "train": ".fit",
+    "SEG_FEATURES": ".model", "HybridConfig": ".model", "build_hybrid": ".model",
+    "build_parts": ".model", "count_parameters": ".model", "flatten_parameter_count": ".model",
+    "seg_map_shape": ".model",
+    "TrainSettings": ".settings",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_custom_layers() -> None:
@@ -41,9 +55,5 @@ def load_model(path: str | os.PathLike, compile: bool = False):
         raise ValueError(f"Cannot load Keras model {str(path)!r}: {e}") from e
 
 
-__all__ = [
-    "AugmentSpec", "augment", "BACKBONES", "BackboneSpec", "backbone_names", "get_backbone",
-    "TrainResult", "TrainSettings", "train", "SEG_FEATURES", "HybridConfig", "build_hybrid",
-    "count_parameters", "flatten_parameter_count", "seg_map_shape", "register_custom_layers",
-    "load_model",
-]
+__all__ = ["BACKBONES", "BackboneSpec", "backbone_names", "get_backbone", "register_custom_layers",
+           "load_model", *_LAZY]

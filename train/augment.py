@@ -15,8 +15,9 @@ Optional colour jitter (hue +-10 degrees, saturation x0.8-1.2, brightness x0.85-
 stain and lamp variation between microscopes: models trained without it lost 87-93% accuracy
 under that jitter.
 
-The augmented uint8 image then goes through ``runtime.preprocess.preprocess_array`` (resize,
-scaling, HSV mask), so the mask is computed from the augmented pixels, as the runtime would.
+The augmented uint8 image then goes through the model's preprocessing graph (resize,
+normalisation, HSV mask), so the mask is computed from the augmented pixels, as the deployed
+model would compute it.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
-
-from leukedge.runtime.preprocess import PreprocessSpec, preprocess_array
 
 
 @dataclass(frozen=True)
@@ -99,9 +98,3 @@ def augment(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> n
     if spec.color_jitter:
         out = random_color(out, spec, rng)
     return out
-
-
-def augmented_inputs(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator,
-                     preprocess_spec: PreprocessSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Augment, then the runtime's preprocessing: (image, masked image) float32 at input size."""
-    return preprocess_array(augment(image, spec, rng), preprocess_spec)

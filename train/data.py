@@ -1,15 +1,16 @@
-"""The training input pipeline: decoded images in memory -> augmented, preprocessed tf.data batches.
+"""The training input pipeline: decoded images in memory -> augmented uint8 -> the model's own
+preprocessing graph -> batches.
 
-Each image is decoded once and kept as uint8 at its native size (ALL: 224x224, 150 KB each, about
-390 MB for the 2,604 images). Every epoch augments at native size and then calls
-``runtime.preprocess.preprocess_array``, which resizes to the model's input size and computes the
-HSV mask. We augment before resizing so that the resize seen in training is the very resize the
-runtime applies to a microscope image (INTER_AREA from the native size), and without augmentation
-the training inputs are bit-identical to the runtime's.
+Each image is decoded once (:mod:`leukedge.train.image_cache` keeps the decoded pixels on disk
+between runs) and kept as uint8 at its native size. Every epoch augments at native size and then
+runs :class:`~leukedge.runtime.graph.runner.PreprocessRunner`, the very graph the exported model
+carries, which resizes to the model's input size, normalises and computes the HSV mask. Without
+augmentation the training inputs are therefore bit-identical to what the deployed model computes.
 
-Batches are built in Python (OpenCV releases the GIL; TensorFlow trains meanwhile thanks to
-``prefetch``). The order of epoch ``e`` comes from ``np.random.default_rng([seed, e])`` and the
-augmentation of its batch ``i`` from ``default_rng([seed, e, i])``, so a run is reproducible.
+Batches are built in Python (OpenCV and ONNX Runtime release the GIL; TensorFlow trains
+meanwhile thanks to ``prefetch``). The order of epoch ``e`` comes from
+``np.random.default_rng([seed, e])`` and the augmentation of its batch ``i`` from
+``default_rng([seed, e, i])``, so a run is reproducible.
 """
 
 from __future__ import annotations
@@ -18,12 +19,11 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.contract import INPUT_CONTENTS  # preprocess_array returns them in this order
 from leukedge.runtime.dataset import Dataset, ImageRecord
-from leukedge.runtime.preprocess import ImageError, PreprocessSpec, load_image, preprocess_array
+from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.runtime.decode import ImageError, load_image
 
 from .augment import AugmentSpec, augment
-
 
 
 def load_images(dataset: Dataset, records: Sequence[ImageRecord]
@@ -40,10 +40,18 @@ def load_images(dataset: Dataset, records: Sequence[ImageRecord]
 
 
 def class_weights(labels: Sequence[int], num_classes: int) -> np.ndarray:
-    """Balanced weights ``n / (k * count)`` per class, as the seed (0 for an absent class)."""
+    """Balanced weights ``n / (k * count)`` per class (0 for an absent class)."""
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(float)
     n = counts.sum()
     return np.divide(n, num_classes * counts, out=np.zeros(num_classes), where=counts > 0)
+
+
+def run_graph(runner: PreprocessRunner, images: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+    """The preprocessing graph over images that may differ in size (one graph call per size)."""
+    if len({im.shape for im in images}) == 1:
+        return runner(np.stack(images))
+    parts = [runner(im[None]) for im in images]
+    return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 class BatchSource:
@@ -52,27 +60,22 @@ class BatchSource:
     Args:
         images: uint8 RGB images (any size).
         labels: class indices.
-        spec: the model's preprocessing.
+        runner: the model's preprocessing graph.
         batch_size: images per batch (the last batch may be smaller).
         num_classes: length of the one-hot targets.
         augment_spec: augmentation, or None for none.
         shuffle: reshuffle every epoch.
         seed: base seed of the order and the augmentation.
         weights: per-class sample weights to yield as a third element, or None.
-        inputs: the model inputs to yield (``INPUT_CONTENTS``, or ``("image",)`` for a model without
-            the segmentation branch).
     """
 
-    def __init__(self, images, labels, spec: PreprocessSpec, batch_size: int, num_classes: int,
-                 augment_spec: Optional[AugmentSpec] = None, shuffle: bool = False, seed: int = 0,
-                 weights: Optional[np.ndarray] = None, inputs: Sequence[str] = INPUT_CONTENTS):
-        unknown = [name for name in inputs if name not in INPUT_CONTENTS]
-        if unknown or not inputs:
-            raise ValueError(f"inputs must be taken from {INPUT_CONTENTS}, got {tuple(inputs)}")
-        self.inputs = tuple(inputs)
+    def __init__(self, images, labels, runner: PreprocessRunner, batch_size: int,
+                 num_classes: int, augment_spec: Optional[AugmentSpec] = None,
+                 shuffle: bool = False, seed: int = 0, weights: Optional[np.ndarray] = None):
         self.images, self.labels = images, np.asarray(labels, dtype=np.int64)
-        self.spec, self.batch_size, self.num_classes = spec, int(batch_size), num_classes
+        self.runner, self.batch_size, self.num_classes = runner, int(batch_size), num_classes
         self.augment_spec, self.shuffle, self.seed, self.weights = augment_spec, shuffle, seed, weights
+        self.inputs = ("image", "masked_image") if runner.spec.masked_input else ("image",)
         self.epoch = -1
         self._order = np.arange(len(self.images))
 
@@ -81,14 +84,10 @@ class BatchSource:
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator):
         """One batch: ({input name: array}, one-hot[, sample weights])."""
-        pairs = []
-        for i in indices:
-            image = self.images[i]
-            if self.augment_spec is not None:
-                image = augment(image, self.augment_spec, rng)
-            pairs.append(preprocess_array(image, self.spec,
-                                          with_mask="masked_image" in self.inputs))
-        x = {name: np.stack([p[INPUT_CONTENTS.index(name)] for p in pairs]) for name in self.inputs}
+        chosen = [self.images[i] for i in indices]
+        if self.augment_spec is not None:
+            chosen = [augment(im, self.augment_spec, rng) for im in chosen]
+        x = run_graph(self.runner, chosen)
         y = np.eye(self.num_classes, dtype=np.float32)[self.labels[indices]]
         if self.weights is None:
             return x, y
@@ -125,7 +124,7 @@ def to_tf_dataset(source: BatchSource):
     """
     import tensorflow as tf
 
-    h, w = source.spec.input_size
+    h, w = source.runner.spec.input_size
     names = source.inputs
     n_out = len(names) + 1 + (source.weights is not None)
 

@@ -1,256 +1,227 @@
-"""``train()``: dataset folder -> trained hybrid and a complete run folder.
+"""``train()``: dataset folder -> trained classifier and a complete run folder.
 
-Adam (1e-4), categorical cross-entropy with balanced class weights, early stopping on val_loss
-(patience 5, best weights restored), ReduceLROnPlateau (factor 0.1, patience 3) and a best
-checkpoint, as the seed trained; ``tf.distribute.MirroredStrategy`` when several GPUs are visible.
+Steps: decode the images (cached), group exact and near duplicates, split 64/20/16 per class
+without splitting a group, train (end to end, or two-phase on the augmentation bank for a
+pretrained EfficientNet-Lite, see :mod:`leukedge.train.settings`), calibrate the temperature and
+the review threshold on the validation split, score the test split, write the run folder.
 
-``schedule="cosine"`` is the alternative for small from-scratch models: a linear warm-up over
-``WARMUP_EPOCHS`` epochs, then cosine decay to 1% of the initial rate at the last epoch, and no
-early stopping (the weights of the best val_loss epoch are still restored). On the ALL data the
-validation accuracy of a from-scratch model swings by tens of points between epochs until the
-rate has decayed, so a plateau rule on val_loss stops such runs too early.
+Example:
+    >>> config = HybridConfig.resolve("efficientnet_lite0", seg_features="none")
+    >>> result = train("/data/ALL", "runs/lite0", config, TrainSettings(epochs=12),
+    ...                weights="imagenet")
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.dataset import (DEFAULT_FRACTIONS, Dataset, SplitManifest, discover_dataset,
-                                      make_split, select_split, write_split_manifest)
-from leukedge.runtime.preprocess import PreprocessSpec
+from leukedge.runtime.dataset import Dataset, discover_dataset
+from leukedge.runtime.splits import make_split, write_split_manifest
+from leukedge.runtime.duplicates import duplicate_groups, thumbnail
+from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.runtime.run_record import RunRecord
 
-from .augment import AugmentSpec
 from .backbones import resolve_weights
-from .data import BatchSource, class_weights, load_images, to_tf_dataset
-from .model import HybridConfig
+from .end_to_end import fit_end_to_end
+from .feature_bank import BankSpec, build_bank, model_fingerprint
+from .image_cache import cached_images
+from .model import HybridConfig, build_parts
+from .predict import predict_logits
+from .report import calibrate, new_record, score, test_table, write_run
 from .run_folder import RUN_FILES
+from .settings import TrainSettings
+from .two_phase import FitOutcome, Partition, fit_two_phase
 
 log = logging.getLogger(__name__)
-CHECKPOINT = ".checkpoint_best.keras"
-SCHEDULES = ("plateau", "cosine")
-WARMUP_EPOCHS = 2
-FINAL_LR_FRACTION = 0.01
-
-
-def cosine_learning_rate(epoch: int, epochs: int, initial: float,
-                         warmup: int = WARMUP_EPOCHS) -> float:
-    """The cosine schedule's rate for 0-based ``epoch`` of ``epochs``: warm-up, then decay."""
-    warmup = min(warmup, max(epochs - 1, 0))
-    if epoch < warmup:
-        return initial * (epoch + 1) / (warmup + 1)
-    span = max(epochs - 1 - warmup, 1)
-    progress = min((epoch - warmup) / span, 1.0)
-    floor = initial * FINAL_LR_FRACTION
-    return floor + (initial - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How to train (recorded in run.json); the architecture is a :class:`HybridConfig`."""
-
-    epochs: int = 30
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    seed: int = 42
-    variant: str = "original"
-    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS
-    patience: int = 5
-    lr_patience: int = 3
-    schedule: str = "plateau"
-    augment: AugmentSpec = field(default_factory=AugmentSpec)
-
-    def validate(self) -> None:
-        for name in ("epochs", "batch_size", "patience", "lr_patience"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"Unknown schedule {self.schedule!r}. Valid: {', '.join(SCHEDULES)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-
-
-@dataclass
-class SplitData:
-    """The decoded images, labels and records of one split."""
-
-    images: list
-    labels: np.ndarray
-    records: list
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the run folder, its run.json content, the trained model."""
+    """What :func:`train` returns: the run folder, its run record, the trained model."""
 
     out_dir: Path
-    run: dict
+    record: RunRecord
     model: Any = None
 
 
-def _prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
+@dataclass
+class Prepared:
+    """Decoded images, their records and labels, and their duplicate groups."""
+
+    dataset: Dataset
+    images: list
+    relpaths: list[str]
+    labels: np.ndarray
+    groups: dict[str, str]
+    grouping: str
+
+
+def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"Output {str(out)!r} exists and is not a folder")
+        raise ValueError(f"--out {str(out)!r} exists and is not a folder")
     existing = [f for f in RUN_FILES if (out / f).exists()]
     if existing and not overwrite:
-        raise ValueError(f"{str(out)!r} already holds a run ({', '.join(existing)}); choose another "
-                         "folder or pass overwrite=True")
+        raise ValueError(f"--out {str(out)!r} already holds a run ({', '.join(existing)}); choose "
+                         "another folder or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
-def load_splits(dataset: Dataset, settings: TrainSettings
-                ) -> tuple[Dataset, SplitManifest, dict[str, SplitData]]:
-    """Decode (dropping unreadable files), split and group the images by split."""
-    images, records, bad = load_images(dataset, dataset.records)
+def prepare_images(dataset: Dataset, near_duplicates: bool = True) -> Prepared:
+    """Decode (dropping unreadable files, which are logged) and group duplicates."""
+    images, records, bad = cached_images(dataset)
     for relpath, reason in sorted(bad.items()):
         log.warning("Skipping %s: %s", relpath, reason)
     dataset = dataset.without(bad)
-    manifest = make_split(dataset, settings.seed, settings.fractions)
-    empty = [split for split, counts in manifest.counts().items() if not sum(counts.values())]
-    if empty:
-        raise ValueError(f"Too few images for a {'/'.join(map(str, settings.fractions))} split: "
-                         f"the {', '.join(empty)} split(s) would be empty "
-                         f"({len(dataset.records)} usable images)")
-    by_path = {r.relpath: im for r, im in zip(records, images)}
-    splits = {}
-    for split in ("train", "val", "test"):
-        recs = select_split(dataset, manifest, split)
-        splits[split] = SplitData([by_path[r.relpath] for r in recs],
-                                  dataset.label_indices(recs), recs)
-    return dataset, manifest, splits
+    relpaths = [r.relpath for r in records]
+    thumbs = np.stack([thumbnail(im) for im in images]) if near_duplicates and images else None
+    groups = duplicate_groups(relpaths, [r.sha256 for r in records], thumbs)
+    grouping = ("sha256 of file bytes, plus near duplicates (32x32 grey thumbnails within "
+                "12 RMS)" if near_duplicates else "sha256 of file bytes")
+    return Prepared(dataset, images, relpaths, dataset.label_indices(records), groups, grouping)
 
 
-def _strategy():
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    if len(gpus) > 1:
-        log.info("Training on %d GPUs with MirroredStrategy", len(gpus))
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def _compile(config: HybridConfig, weights: Optional[str], learning_rate: float):
+def fit_partition(config: HybridConfig, settings: TrainSettings, weights: Optional[str],
+                  prepared: Prepared, partition: Partition, runner: PreprocessRunner,
+                  callbacks: Sequence = (), verbose: int | str = 2) -> FitOutcome:
+    """Train one model on one partition (what a run and every cross-validation fold do)."""
     import keras
 
-    from .model import build_hybrid
+    keras.utils.set_random_seed(settings.seed)
+    method = settings.resolved_method(config.row.kind, weights)
+    if method == "end_to_end":
+        return fit_end_to_end(lambda: _full_model(config, weights), config, settings,
+                              prepared.images, prepared.labels, partition, runner, callbacks,
+                              verbose)
+    parts = build_parts(config, weights, settings.fine_tune_from)
+    started = time.perf_counter()
+    bank = build_bank(prepared.images, prepared.relpaths, parts.lower, runner,
+                      BankSpec(settings.bank_copies, settings.bank_seed, settings.augment),
+                      model_fingerprint(parts.lower))
+    bank_seconds = time.perf_counter() - started
+    outcome = fit_two_phase(parts, config, settings, bank, prepared.images, prepared.labels,
+                            partition, runner)
+    outcome.notes.append(f"feature bank {bank.key} ready in {bank_seconds:.1f} s")
+    outcome.seconds += bank_seconds
+    outcome.cut = parts.cut
+    return outcome
 
-    with _strategy().scope():
-        model = build_hybrid(config, weights=weights)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      loss="categorical_crossentropy", metrics=["accuracy"])
-    return model
 
-
-def _callbacks(out: Path, settings: TrainSettings, extra: Sequence) -> list:
+def _full_model(config: HybridConfig, weights: Optional[str]):
+    """The model for end-to-end training; a pretrained EfficientNet-Lite keeps its ImageNet
+    BatchNorm statistics (its BatchNorm layers frozen), as in two-phase training."""
     import keras
 
-    checkpoint = keras.callbacks.ModelCheckpoint(str(out / CHECKPOINT), monitor="val_loss",
-                                                 save_best_only=True)
-    if settings.schedule == "cosine":
-        # No early stop: patience covers the whole run, the best epoch's weights come back.
-        rate = keras.callbacks.LearningRateScheduler(
-            lambda epoch: cosine_learning_rate(epoch, settings.epochs, settings.learning_rate))
-        keep_best = keras.callbacks.EarlyStopping("val_loss", patience=settings.epochs + 1,
-                                                  restore_best_weights=True)
-        return [rate, keep_best, checkpoint, *extra]
-    return [keras.callbacks.EarlyStopping("val_loss", patience=settings.patience,
-                                          restore_best_weights=True),
-            keras.callbacks.ReduceLROnPlateau("val_loss", factor=0.1, patience=settings.lr_patience),
-            checkpoint, *extra]
+    parts = build_parts(config, weights)
+    if parts.backbone is not None and weights is not None:
+        for layer in parts.backbone.layers.values():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
+    return parts.full
 
 
-def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, backbone: str = "small_cnn",
-          weights: Optional[str] = None, epochs: int = 30, batch_size: int = 32,
-          seg_features: str = "gap", input_size: Optional[Sequence[int]] = None, seed: int = 42,
-          variant: str = "original", color_jitter: bool = True, augment: bool = True,
-          learning_rate: float = 1e-4, callbacks: Sequence = (), verbose: int | str = 2,
-          overwrite: bool = False, augment_ranges: Optional[dict] = None,
-          **model_options) -> TrainResult:
-    """Train a hybrid on a labelled dataset folder and write a complete run folder.
+def partition_from_manifest(prepared: Prepared, manifest) -> Partition:
+    where = {e["path"]: e["split"] for e in manifest.entries}
+    index = {split: np.array([i for i, p in enumerate(prepared.relpaths) if where[p] == split],
+                             np.int64) for split in ("train", "val", "test")}
+    return Partition(index["train"], index["val"], index["test"])
+
+
+def weights_info(config: HybridConfig, weights: Optional[str]) -> dict:
+    """Where the initial weights came from, for the run record and the contract."""
+    if weights is None:
+        return {"init": "none"}
+    if weights != "imagenet":
+        from leukedge.runtime.files import sha256_file
+
+        return {"init": weights, "sha256": sha256_file(weights)}
+    if config.row.kind == "efficientnet_lite":
+        from .pretrained import checkpoint_source
+
+        source = checkpoint_source(config.row.constructor)
+        return {"init": "imagenet", "origin": source.origin, "sha256": source.sha256,
+                "license": source.license}
+    return {"init": "imagenet", "origin": f"keras.applications.{config.row.constructor}"}
+
+
+def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: HybridConfig,
+          settings: TrainSettings = TrainSettings(), weights: Optional[str] = None, *,
+          callbacks: Sequence = (), verbose: int | str = 2, overwrite: bool = False) -> TrainResult:
+    """Train a classifier on a labelled dataset folder and write a complete run folder.
 
     Args:
         data_dir: ``<root>/<class>/*.jpg`` or the ALL layout (``<root>/Original/<class>/...``).
         out_dir: the run folder to create (refused if it already holds a run, unless overwrite).
-        backbone: a registry name (``leukedge.train.backbone_names()``).
-        weights: None, "imagenet" or a local .h5/.weights.h5 file of the backbone.
-        epochs: maximum epochs (early stopping may end sooner).
-        batch_size: global batch size.
-        seg_features: "gap" (edge default), "flatten" (the seed's) or "none" (no segmentation
-            branch: the image-only ablation).
-        input_size: (height, width); default: the backbone row's.
-        seed: seed of the split, the weights' initialisation, the order and the augmentation.
-        variant: "original" or "segmented" (the ALL layout's two folders).
-        color_jitter: add hue/saturation/brightness jitter to the seed's augmentation.
-        augment: False trains on un-augmented images.
-        augment_ranges: overrides of the seed's geometric ranges (``rotation_deg``, ``shift``,
-            ``zoom``, ``shear_deg``, ``right_angles``); see :class:`~leukedge.train.augment.AugmentSpec`.
-        learning_rate: Adam's initial learning rate.
-        callbacks: extra Keras callbacks (e.g. a progress display).
-        verbose: Keras ``fit`` verbosity.
+        config: the architecture.
+        settings: how to train.
+        weights: None, "imagenet" or a local weights file of the backbone.
+        callbacks: extra Keras callbacks (end-to-end training only).
+        verbose: Keras ``fit`` verbosity (end-to-end training only).
         overwrite: replace the run files of an existing run folder.
-        **model_options: other :class:`HybridConfig` fields (seg_width, seg_depth, head_units,
-            dropout, l2) and TrainSettings fields (patience, lr_patience, schedule, fractions).
 
-    Returns:
-        A :class:`TrainResult` with the run folder, its run.json content and the model.
+    Raises:
+        ValueError: a setting, the dataset or the output folder is unusable; the message names
+            the option.
     """
-    settings_keys = {"patience", "lr_patience", "schedule", "fractions"}
-    extra_settings = {k: model_options.pop(k) for k in list(model_options) if k in settings_keys}
-    config = HybridConfig.resolve(backbone, input_size=input_size, seg_features=seg_features,
-                                  **model_options)
-    weights = resolve_weights(config.row, weights)
-    settings = TrainSettings(epochs=int(epochs), batch_size=int(batch_size),
-                             learning_rate=float(learning_rate), seed=int(seed), variant=variant,
-                             augment=AugmentSpec(color_jitter=color_jitter, enabled=augment,
-                                                 **(augment_ranges or {})),
-                             **extra_settings)
+    config.validate()
     settings.validate()
+    weights = resolve_weights(config.row, weights)
+    settings.resolved_method(config.row.kind, weights)
     dataset = discover_dataset(data_dir, settings.variant)
-    out = _prepare_out_dir(out_dir, overwrite)
-    return _run(dataset, out, config, settings, weights, list(callbacks), verbose)
-
-
-def _run(dataset: Dataset, out: Path, config: HybridConfig, settings: TrainSettings,
-         weights: Optional[str], callbacks: list, verbose) -> TrainResult:
-    import keras
-
-    from .report import evaluate_split, write_run
-
-    started = time.time()
-    keras.utils.set_random_seed(settings.seed)
-    dataset, manifest, splits = load_splits(dataset, settings)
+    out = prepare_out_dir(out_dir, overwrite)
+    started = time.perf_counter()
+    prepared = prepare_images(dataset, settings.near_duplicates)
+    manifest = make_split(prepared.dataset, settings.seed, settings.fractions, prepared.groups,
+                          prepared.grouping)
+    _check_split_sizes(manifest, settings, len(prepared.relpaths))
     split_sha = write_split_manifest(out / "split.json", manifest)
-    spec = PreprocessSpec(input_size=config.input_size, scale=config.row.scale)
-    k = len(dataset.classes)
-    weights_per_class = class_weights(splits["train"].labels, k)
-    train_src = BatchSource(splits["train"].images, splits["train"].labels, spec,
-                            settings.batch_size, k, settings.augment, shuffle=True,
-                            seed=settings.seed, weights=weights_per_class,
-                            inputs=config.input_names)
-    val_src = BatchSource(splits["val"].images, splits["val"].labels, spec, settings.batch_size, k,
-                          inputs=config.input_names)
-    model = _compile(config, weights, settings.learning_rate)
-    log.info("Training %s on %d images (val %d, test %d)", model.name, len(train_src.images),
-             len(val_src.images), len(splits["test"].images))
-    history = model.fit(to_tf_dataset(train_src), validation_data=to_tf_dataset(val_src),
-                        epochs=settings.epochs, callbacks=_callbacks(out, settings, callbacks),
-                        shuffle=False, verbose=verbose)  # BatchSource shuffles
-    test_metrics, predictions = evaluate_split(model, splits["test"], dataset.classes, spec,
-                                               settings.batch_size)
-    run = write_run(out, model, history.history, test_metrics, predictions,
-                    dict(dataset=dataset, manifest=manifest, split_sha=split_sha, spec=spec,
-                         config=config, settings=settings, weights=weights,
-                         class_weights=weights_per_class, data_dir=dataset.root,
-                         seconds=time.time() - started))
-    (out / CHECKPOINT).unlink(missing_ok=True)
-    return TrainResult(out, run, model)
+    partition = partition_from_manifest(prepared, manifest)
+    runner = PreprocessRunner(config.preprocess_spec())
+    outcome = fit_partition(config, settings, weights, prepared, partition, runner, callbacks,
+                            verbose)
+    return _finish(out, config, settings, weights, prepared, manifest, split_sha, partition,
+                   runner, outcome, time.perf_counter() - started)
+
+
+def _check_split_sizes(manifest, settings: TrainSettings, n: int) -> None:
+    empty = [split for split, counts in manifest.counts().items() if not sum(counts.values())]
+    if empty:
+        raise ValueError(f"Too few images for a {'/'.join(map(str, settings.fractions))} split: "
+                         f"the {', '.join(empty)} split(s) would be empty ({n} usable images)")
+
+
+def _finish(out: Path, config, settings, weights, prepared: Prepared, manifest, split_sha: str,
+            partition: Partition, runner, outcome: FitOutcome, seconds: float) -> TrainResult:
+    model, classes = outcome.model, prepared.dataset.classes
+    pick = lambda idx: [prepared.images[i] for i in idx]  # noqa: E731
+    val_logits = predict_logits(model, pick(partition.val), runner, settings.batch_size)
+    calibration, review_below, review = calibrate(val_logits, prepared.labels[partition.val])
+    test_logits = predict_logits(model, pick(partition.test), runner, settings.batch_size)
+    test_labels = prepared.labels[partition.test]
+    history = outcome.history
+    val_loss = history.get("val_loss") or [float("nan")]
+    training = {"method": settings.resolved_method(config.row.kind, weights),
+                "epochs_run": len(val_loss), "best_val_loss": float(np.nanmin(val_loss)),
+                "best_epoch": int(np.nanargmin(val_loss)) + 1, "seconds": round(seconds, 1),
+                "train_images_per_second": round(outcome.train_images_per_second, 1),
+                "notes": outcome.notes, "fine_tune_from": outcome.cut}
+    record = new_record(model=model, config=config, settings=settings,
+                        weights=weights_info(config, weights), dataset=prepared.dataset,
+                        manifest=manifest, split_sha=split_sha,
+                        test_metrics=score(test_logits, test_labels, classes,
+                                           calibration.temperature),
+                        training=training, calibration=calibration, review_below=review_below,
+                        run_name=out.resolve().name)
+    table = test_table([prepared.relpaths[i] for i in partition.test], classes, test_labels,
+                       test_logits, calibration.temperature)
+    record = write_run(out, model, history, record, table, review)
+    return TrainResult(out, record, model)
+

@@ -1,14 +1,21 @@
-"""The hybrid classifier: backbone(image) + U-Net-style block on the masked image -> head.
+"""The classifier: backbone(image) [+ U-Net-style block on the masked image] -> head.
 
-Interfaces (docs/ARCHITECTURE.md): inputs ``image`` and ``masked_image`` (float32 NHWC from
-``runtime.preprocess.preprocess_array``), one softmax output layer ``probs``.
+Interfaces (docs/ARCHITECTURE.md): the Keras model takes the outputs of the preprocessing graph
+(:mod:`leukedge.runtime.graph.preprocess`), ``image`` (normalised, float32 NHWC) and, for a
+hybrid, ``masked_image`` ([0, 1]); its output layer is the linear ``logits`` (trained with a
+from-logits cross-entropy) and the head's input is the layer ``features``. Export reads both:
+it puts the softmax with the calibrated temperature behind the logits, and the
+out-of-distribution score behind the features.
 
 Seg-feature reduction: ``none`` leaves the segmentation branch out (an image-only model with one
-input, the ablation that shows what the branch earns); ``flatten`` is the seed's exact choice (at
-224x224 the 56x56x128 map gives 401,408 features and a >200 M-parameter first Dense layer, which
-cannot be exported on a 24 GB machine); ``gap`` pools the map globally (the edge default).
-:func:`flatten_parameter_count` gives the flatten variant's size from the cheap ``gap`` model,
-without building the big one.
+input); ``flatten`` is the reference study's choice (at 224x224 the 56x56x128 map gives 401,408
+features and a >200 M-parameter first Dense layer, which cannot be exported on a 24 GB
+machine); ``gap`` pools the map globally (the edge choice). :func:`flatten_parameter_count`
+gives the flatten variant's size from the cheap ``gap`` model, without building the big one.
+
+EfficientNet-Lite backbones are also built in two parts for two-phase training (:func:`build_parts`):
+a frozen ``lower`` part (stem and early blocks) whose output training caches, and a trainable
+``upper`` part that starts from that cache; both share their layers with the full model.
 
 Example:
     >>> config = HybridConfig.resolve("small_cnn", input_size=(64, 64))
@@ -19,19 +26,20 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
-from leukedge.runtime.contract import INPUT_CONTENTS
+from leukedge.runtime.preprocessing import PreprocessSpec
 
 from .backbones import BackboneSpec, get_backbone
 
 SEG_FEATURES = ("gap", "flatten", "none")
-SEG_FILTERS = (32, 64, 128, 256)  # the seed's segmentation encoder
+INPUTS = ("image", "masked_image")
+CUT_INPUT = "cut"
 
 
 @dataclass(frozen=True)
 class HybridConfig:
-    """Everything that defines a hybrid's architecture (recorded in run.json)."""
+    """Everything that defines a model's architecture (recorded in the run record)."""
 
     backbone: str = "small_cnn"
     input_size: tuple[int, int] = (128, 128)
@@ -52,7 +60,8 @@ class HybridConfig:
         config = cls(backbone=backbone,
                      input_size=tuple(int(v) for v in (input_size or row.default_input_size)),
                      seg_width=float(row.seg_width if seg_width is None else seg_width),
-                     head_units=tuple(int(u) for u in (head_units or row.head_units)),
+                     head_units=tuple(int(u) for u in (row.head_units if head_units is None
+                                                       else head_units)),
                      dropout=float(row.dropout if dropout is None else dropout), **kwargs)
         config.validate()
         return config
@@ -61,15 +70,20 @@ class HybridConfig:
     def row(self) -> BackboneSpec:
         return get_backbone(self.backbone)
 
+    @property
+    def hybrid(self) -> bool:
+        """Whether the model has the segmentation branch (and the masked-image input)."""
+        return self.seg_features != "none"
+
     def validate(self) -> None:
         """Raises ValueError for settings the model cannot be built with."""
         if self.seg_features not in SEG_FEATURES:
             raise ValueError(f"Unknown seg_features {self.seg_features!r}. "
                              f"Valid: {', '.join(SEG_FEATURES)}")
-        step = 2 ** (self.seg_depth - 1) if self.seg_features != "none" else 1
+        step = 2 ** (self.seg_depth - 1) if self.hybrid else 1
         h, w = self.input_size
         if h < 32 or w < 32 or h % step or w % step:
-            raise ValueError(f"input_size {self.input_size} must be >= 32 and divisible by {step} "
+            raise ValueError(f"input size {h}x{w} must be >= 32 and divisible by {step} "
                              f"(the segmentation block pools {self.seg_depth - 1} times)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
@@ -78,8 +92,14 @@ class HybridConfig:
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        """The model's inputs: ``image``, and ``masked_image`` unless seg_features is "none"."""
-        return INPUT_CONTENTS[:1] if self.seg_features == "none" else INPUT_CONTENTS
+        """The network's inputs: ``image``, and ``masked_image`` for a hybrid."""
+        return INPUTS if self.hybrid else INPUTS[:1]
+
+    def preprocess_spec(self) -> PreprocessSpec:
+        """The preprocessing graph this model is trained behind and exported with."""
+        row = self.row
+        return PreprocessSpec(input_size=self.input_size, mean=row.mean, std=row.std,
+                              channel_order=row.channel_order, masked_input=self.hybrid)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -94,50 +114,117 @@ class HybridConfig:
         return cls(**d)
 
 
+@dataclass
+class ModelParts:
+    """The full model and, for two-phase training, its frozen and trainable parts.
+
+    ``lower`` maps the normalised image to the tensor entering block ``cut``; ``upper`` maps
+    that tensor (input ``cut``, plus ``masked_image`` for a hybrid) to the logits. All three
+    share their layers, so training ``upper`` trains ``full``.
+    """
+
+    full: Any
+    lower: Any = None
+    upper: Any = None
+    cut: Optional[int] = None
+    backbone: Any = None  # the EfficientNetLite layer set, when there is one
+    head: Any = None  # the shared segmentation branch and head layers
+
+
+class _Head:
+    """The segmentation branch and classification head, built once and applied to tensors."""
+
+    def __init__(self, config: HybridConfig, masked_shape: tuple[int, int, int]):
+        import keras
+        from keras import layers
+
+        from .blocks import head_layers, segmentation_block
+
+        self.config = config
+        self.seg = None
+        if config.hybrid:
+            masked = keras.Input(masked_shape, name="seg_input")
+            seg_map = segmentation_block(masked, config.seg_width, config.seg_depth)
+            reduce = (layers.GlobalAveragePooling2D if config.seg_features == "gap"
+                      else layers.Flatten)
+            self.seg = keras.Model(masked, reduce(name=f"seg_{config.seg_features}")(seg_map),
+                                   name="segmentation_branch")
+        self.pool = layers.GlobalAveragePooling2D(name="image_gap")
+        self.join = layers.Concatenate(name="features") if config.hybrid else \
+            layers.Identity(name="features")
+        self.dense = head_layers(config.num_classes, config.head_units, config.dropout, config.l2)
+
+    def __call__(self, backbone_map, masked=None):
+        x = self.pool(backbone_map)
+        x = self.join([x, self.seg(masked)]) if self.seg is not None else self.join(x)
+        for layer in self.dense:
+            x = layer(x)
+        return x
+
+
+def _inputs(config: HybridConfig) -> dict:
+    import keras
+
+    shape = (*config.input_size, 3)
+    return {name: keras.Input(shape, name=name) for name in config.input_names}
+
+
+def build_parts(config: HybridConfig, weights: Optional[str] = None,
+                fine_tune_from: Optional[int] = None) -> ModelParts:
+    """Build the model; for EfficientNet-Lite, also its lower and upper parts at block
+    ``fine_tune_from`` (default: the row's ``fine_tune_stage``)."""
+    import keras
+
+    from .blocks import lite_backbone, other_backbone
+
+    config.validate()
+    row = config.row
+    inputs = _inputs(config)
+    head = _Head(config, (*config.input_size, 3))
+    masked = inputs.get("masked_image")
+    name = f"leukedge_{config.backbone}_{config.seg_features}"
+    if row.kind != "efficientnet_lite":
+        base = other_backbone(row, (*config.input_size, 3), weights)
+        full = keras.Model(inputs, head(base(inputs["image"]), masked), name=name)
+        return ModelParts(full=full, head=head)
+    net = lite_backbone(row, weights)
+    full = keras.Model(inputs, head(net.features(inputs["image"]), masked), name=name)
+    cut = fine_tune_from if fine_tune_from is not None else first_block_of_stage(
+        net, row.fine_tune_stage or 0)
+    lower = keras.Model(inputs["image"], net.features(inputs["image"], 0, cut), name="lower")
+    cut_in = keras.Input(net.cut_shape(config.input_size, cut), name=CUT_INPUT)
+    upper_inputs = {CUT_INPUT: cut_in}
+    upper_masked = None
+    if masked is not None:
+        upper_masked = keras.Input((*config.input_size, 3), name="masked_image")
+        upper_inputs["masked_image"] = upper_masked
+    upper = keras.Model(upper_inputs, head(net.features(cut_in, cut), upper_masked),
+                        name="upper")
+    return ModelParts(full=full, lower=lower, upper=upper, cut=cut, backbone=net, head=head)
+
+
+def first_block_of_stage(net, stage: int) -> int:
+    """Index of the first block of ``stage`` in an EfficientNet-Lite layout."""
+    for block in net.blocks:
+        if block.stage >= stage:
+            return block.index
+    return net.num_blocks
+
+
 def build_hybrid(config: HybridConfig | str = "small_cnn", weights: Optional[str] = None,
                  **overrides):
-    """Build the two-input hybrid Keras model.
+    """Build the Keras model (inputs ``image`` [and ``masked_image``], output the logits).
 
     Args:
         config: a :class:`HybridConfig`, or a backbone name resolved with ``overrides``.
-        weights: backbone weights: None, "imagenet" or a local .h5/.weights.h5 file.
+        weights: backbone weights: None, "imagenet" or a local weights file.
         **overrides: HybridConfig fields when ``config`` is a name.
-
-    Returns:
-        A ``keras.Model`` with inputs ``image`` and ``masked_image`` (only ``image`` when
-        seg_features is "none") and the softmax ``probs``.
     """
-    import keras
-    from keras import layers
-
-    from .backbones import resolve_weights
-    from .blocks import classification_head, image_branch, segmentation_block
-
     if isinstance(config, str):
         config = HybridConfig.resolve(config, **overrides)
     elif overrides:
         config = replace(config, **overrides)
-    config.validate()
-    row = config.row
-    weights = resolve_weights(row, weights)
-    shape = (*config.input_size, 3)
-    image = keras.Input(shape, name="image")
-    image_features = image_branch(image, row, weights)
-    name = f"leukedge_{config.backbone}_{config.seg_features}"
-    if config.seg_features == "none":
-        probs = classification_head(image_features, config.num_classes, config.head_units,
-                                    config.dropout, config.l2)
-        return keras.Model({"image": image}, probs, name=name)
-    masked = keras.Input(shape, name="masked_image")
-    seg_in = masked
-    if abs(row.scale - 1 / 255) > 1e-12:  # the seg block always sees [0, 1] pixels
-        seg_in = layers.Rescaling((1 / 255) / row.scale, name="seg_rescale")(masked)
-    seg_map = segmentation_block(seg_in, config.seg_width, config.seg_depth)
-    reduce = layers.GlobalAveragePooling2D if config.seg_features == "gap" else layers.Flatten
-    seg_features = reduce(name=f"seg_{config.seg_features}")(seg_map)
-    x = layers.Concatenate(name="features")([image_features, seg_features])
-    probs = classification_head(x, config.num_classes, config.head_units, config.dropout, config.l2)
-    return keras.Model({"image": image, "masked_image": masked}, probs, name=name)
+    return build_parts(config, weights).full
 
 
 def count_parameters(model) -> dict[str, int]:
@@ -153,6 +240,8 @@ def count_parameters(model) -> dict[str, int]:
 def seg_map_shape(input_size: Sequence[int], seg_width: float = 1.0,
                   seg_depth: int = 4) -> tuple[int, int, int]:
     """(height, width, channels) of the segmentation block's output map."""
+    from .blocks import SEG_FILTERS
+
     factor = 2 ** (seg_depth - 2)
     channels = max(4, int(round(SEG_FILTERS[seg_depth - 2] * seg_width)))
     return int(input_size[0]) // factor, int(input_size[1]) // factor, channels

@@ -1,8 +1,8 @@
-"""The end of a training run: test-split evaluation and the run folder's files.
+"""The end of a training run: held-out evaluation, calibration, and the run folder's files.
 
-run.json is what ``export/`` reads as plain JSON to write the model contract (docs/ARCHITECTURE.md):
-classes, preprocessing, backbone, seg_features, input/output names, provenance hashes, parameter
-counts, seed and the test metrics, plus the full architecture and training settings.
+``run.json`` is a :class:`~leukedge.runtime.run_record.RunRecord`, the typed record export reads
+(docs/ARCHITECTURE.md). The temperature and the review threshold are chosen on the validation
+split; the test split is only scored.
 """
 
 from __future__ import annotations
@@ -14,40 +14,42 @@ from typing import Sequence
 
 import numpy as np
 
+from leukedge.runtime.confidence import (choose_review_threshold, expected_calibration_error,
+                                         fit_temperature, softmax)
 from leukedge.runtime.contract import leukedge_version
 from leukedge.runtime.files import sha256_file
 from leukedge.runtime.metrics import SEED_COST_MATRIX, evaluate
-from leukedge.runtime.preprocess import PreprocessSpec
+from leukedge.runtime.run_record import RUN_FILE, Calibration, RunRecord
 
-from .data import BatchSource, to_tf_dataset
 from .model import count_parameters
 from .run_folder import plot_history, predictions_table, save_keras_model, write_json
 
-OUTPUT_NAME = "probs"
+MAX_REVIEW_RATE = 0.03  # flag at most 3% of images for review
 
 
-def predict_images(model, images: Sequence[np.ndarray], spec: PreprocessSpec,
-                   batch_size: int = 32) -> np.ndarray:
-    """Softmax probabilities of un-augmented images through the runtime preprocessing."""
-    if not images:
-        return np.zeros((0, model.output_shape[-1]), np.float32)
-    inputs = [str(t.name).split(":")[0] for t in model.inputs]
-    source = BatchSource(list(images), np.zeros(len(images), np.int64), spec, batch_size,
-                         int(model.output_shape[-1]), inputs=inputs)
-    return np.asarray(model.predict(to_tf_dataset(source).map(lambda x, y: x), verbose=0))
-
-
-def evaluate_split(model, split, classes: Sequence[str], spec: PreprocessSpec,
-                   batch_size: int = 32) -> tuple[dict, list[dict]]:
-    """runtime.metrics.evaluate on a split, and the per-image predictions."""
-    probs = predict_images(model, split.images, spec, batch_size)
+def score(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str],
+          temperature: float = 1.0) -> dict:
+    """runtime.metrics.evaluate of calibrated predictions (the seed's cost matrix when it fits)."""
     cost = SEED_COST_MATRIX if len(classes) == len(SEED_COST_MATRIX) else None
-    metrics = evaluate(split.labels, probs.argmax(axis=1) if len(probs) else [], classes, cost)
-    return metrics, predictions_table([r.relpath for r in split.records], classes, split.labels,
-                                      probs)
+    probs = softmax(logits, temperature) if len(logits) else np.zeros((0, len(classes)))
+    return evaluate(labels, probs.argmax(axis=1) if len(probs) else [], classes, cost)
 
 
-def _versions() -> dict:
+def calibrate(val_logits: np.ndarray, val_labels: np.ndarray) -> tuple[Calibration, float, dict]:
+    """Temperature fitted on the validation logits, its ECE before/after, and the review
+    threshold that flags at most 3% of validation images (with what it caught there)."""
+    if len(val_logits) < 10:
+        return Calibration(), 0.8, {"note": "too few validation images; defaults kept"}
+    t = fit_temperature(val_logits, val_labels)
+    before = expected_calibration_error(softmax(val_logits), val_labels)
+    probs = softmax(val_logits, t)
+    after = expected_calibration_error(probs, val_labels)
+    choice = choose_review_threshold(probs.max(1), probs.argmax(1) == val_labels, MAX_REVIEW_RATE)
+    return (Calibration(temperature=t, ece_before=before, ece_after=after, fitted_on="val split"),
+            choice.threshold, choice.to_dict())
+
+
+def versions() -> dict:
     import keras
     import tensorflow as tf
 
@@ -55,57 +57,38 @@ def _versions() -> dict:
             "keras": keras.__version__, "python": platform.python_version()}
 
 
-def _history_dict(history: dict) -> dict:
-    return {k: [float(v) for v in values] for k, values in history.items()}
-
-
-def run_record(model, history: dict, test_metrics: dict, info: dict) -> dict:
-    """The run.json content."""
-    config, settings, manifest = info["config"], info["settings"], info["manifest"]
-    val_loss = history.get("val_loss") or [float("nan")]
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    return {
-        "classes": list(manifest.classes),
-        "preprocessing": info["spec"].to_dict(),
-        "backbone": config.backbone,
-        "seg_features": config.seg_features,
-        "input_names": list(config.input_names),
-        "output_name": OUTPUT_NAME,
-        "data_manifest_sha256": manifest.data_manifest_sha256,
-        "split_manifest_sha256": info["split_sha"],
-        "parameters": count_parameters(model),
-        "seed": settings.seed,
-        "test_metrics": test_metrics,
-        "weights": info["weights"] or "none",
-        "model": config.to_dict(),
-        "backbone_row": {"scale": config.row.scale, "normalization": config.row.normalization,
-                         "frozen_layers": config.row.frozen_layers},
-        "training": {"epochs_requested": settings.epochs, "epochs_run": len(val_loss),
-                     "best_epoch": int(np.nanargmin(val_loss)) + 1 if history else None,
-                     "best_val_loss": float(np.nanmin(val_loss)) if history else None,
-                     "batch_size": settings.batch_size, "learning_rate": settings.learning_rate,
-                     "schedule": settings.schedule, "optimizer": "adam",
-                     "loss": "categorical_crossentropy",
-                     "class_weights": [float(w) for w in info["class_weights"]],
-                     "augment": settings.augment.to_dict(), "fractions": list(settings.fractions),
-                     "seconds": round(info["seconds"], 1)},
-        "data": {"dir": str(Path(info["data_dir"]).resolve()), "variant": settings.variant,
-                 "counts": manifest.counts(), "skipped": [list(s) for s in manifest.skipped]},
-        "versions": _versions(),
-        "created": created,
-        "run_id": f"{info['run_name']}-{created}",
-    }
-
-
-def write_run(out: Path, model, history: dict, test_metrics: dict, predictions: list[dict],
-              info: dict) -> dict:
-    """Write model.keras, history.json, training_curves.png, metrics.json and run.json (last)."""
-    history = _history_dict(history)
+def write_run(out: Path, model, history: dict, record: RunRecord, test_predictions: list[dict],
+              review: dict) -> RunRecord:
+    """Write model.keras, history.json, training_curves.png, metrics.json and, last, run.json."""
     save_keras_model(model, out / "model.keras")
     write_json(out / "history.json", history)
     plot_history(history, out / "training_curves.png", title=model.name)
-    write_json(out / "metrics.json", {"split": "test", **test_metrics, "predictions": predictions})
-    run = run_record(model, history, test_metrics, {**info, "run_name": out.resolve().name})
-    run["model_sha256"] = sha256_file(out / "model.keras")
-    write_json(out / "run.json", run)
-    return run
+    write_json(out / "metrics.json", {"split": "test", **record.test_metrics,
+                                      "review_on_val": review, "predictions": test_predictions})
+    record = record.with_updates(model_sha256=sha256_file(out / "model.keras"))
+    record.write(out / RUN_FILE)
+    return record
+
+
+def new_record(*, model, config, settings, weights: dict, dataset, manifest, split_sha: str,
+               test_metrics: dict, training: dict, calibration: Calibration,
+               review_below: float, run_name: str) -> RunRecord:
+    """The run record of a finished run (model_sha256 is filled in when the model is saved)."""
+    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return RunRecord(
+        classes=tuple(manifest.classes), backbone=config.backbone, model=config.to_dict(),
+        preprocessing=config.preprocess_spec(), input_names=config.input_names,
+        settings=settings.to_dict(), weights=weights,
+        data={"dir": str(Path(dataset.root).resolve()), "variant": settings.variant,
+              "counts": manifest.counts(), "skipped": [list(s) for s in manifest.skipped],
+              "grouping": manifest.extra.get("grouping", "sha256")},
+        data_manifest_sha256=manifest.data_manifest_sha256, split_manifest_sha256=split_sha,
+        seed=settings.seed, parameters=count_parameters(model), test_metrics=test_metrics,
+        training=training, versions=versions(), created=created,
+        run_id=f"{run_name}-{created}", calibration=calibration, review_below=review_below)
+
+
+def test_table(relpaths: Sequence[str], classes: Sequence[str], labels: np.ndarray,
+               logits: np.ndarray, temperature: float) -> list[dict]:
+    probs = softmax(logits, temperature) if len(logits) else np.zeros((0, len(classes)))
+    return predictions_table(relpaths, classes, labels, probs)
