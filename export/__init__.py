@@ -1,38 +1,40 @@
-"""leukedge export: Keras -> ONNX, quantization, comparison and benchmarking.
+"""leukedge export: Keras -> the one-file ONNX model, quantization, Triton repositories.
 
 Depends on :mod:`leukedge.runtime` only (never on ``leukedge.train``). Importing this package
-imports neither TensorFlow, tf2onnx, onnx nor matplotlib: the functions that need them import them.
+imports neither TensorFlow, tf2onnx nor onnx: names are loaded on first use, and the functions
+that need those libraries import them.
 
 Example:
     >>> from leukedge.export import export_keras, quantize_model, QuantizeOptions
-    >>> export_keras(model, "runs/a/model.onnx", run_json, parity_images=test_paths)
+    >>> export_keras(model, "runs/a/model.onnx", record, parity_images=test_pixels,
+    ...              parity_source="test split", train_images=train_pixels)
     >>> quantize_model("runs/a/model.onnx", "runs/a/model-int8.onnx",
     ...                QuantizeOptions("static", tuple(calibration_files("calib/"))))
 """
 
-from .bench import bench_model, format_bench_table
-from .calibration import ImageCalibrationReader, calibration_files, calibration_set_sha256
-from .compare import Comparison, compare_candidates, compare_models
-from .errors import (AccuracyGateError, ExportError, ModelTooLargeError, ParityError,
-                     QuantizationError, UnsupportedOpError)
-from .evaluation import LabelledSet, load_labelled
-from .gate import GateResult
-from .memory import available_memory_bytes, check_conversion_memory, estimate_conversion_bytes
-from .onnx_export import ExportResult, export_keras, keras_predictor
-from .parity import ParityReport, compare_probabilities
-from .quantize import QuantizeOptions, QuantizeResult, quantize_model
-from .report import render, write_report
+from __future__ import annotations
 
-__all__ = [
-    "bench_model", "format_bench_table",
-    "ImageCalibrationReader", "calibration_files", "calibration_set_sha256",
-    "Comparison", "compare_candidates", "compare_models",
-    "AccuracyGateError", "ExportError", "ModelTooLargeError", "ParityError",
-    "QuantizationError", "UnsupportedOpError",
-    "LabelledSet", "load_labelled", "GateResult",
-    "available_memory_bytes", "check_conversion_memory", "estimate_conversion_bytes",
-    "ExportResult", "export_keras", "keras_predictor",
-    "ParityReport", "compare_probabilities",
-    "QuantizeOptions", "QuantizeResult", "quantize_model",
-    "render", "write_report",
-]
+import importlib
+
+_LAZY = {
+    "ImageCalibrationReader": ".calibration_images", "calibration_files": ".calibration_images",
+    "calibration_set_sha256": ".calibration_images",
+    "AccuracyGateError": ".errors", "ExportError": ".errors", "ModelTooLargeError": ".errors",
+    "ParityError": ".errors", "QuantizationError": ".errors", "UnsupportedOpError": ".errors",
+    "GateResult": ".gate",
+    "available_memory_bytes": ".memory", "check_conversion_memory": ".memory",
+    "estimate_conversion_bytes": ".memory",
+    "ExportResult": ".onnx_export", "export_keras": ".onnx_export",
+    "ParityReport": ".parity", "compare_probabilities": ".parity",
+    "QuantizeOptions": ".quantize", "QuantizeResult": ".quantize", "quantize_model": ".quantize",
+    "write_triton_repository": ".triton",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = list(_LAZY)

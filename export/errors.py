@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from leukedge.runtime.errors import LeukedgeError
 
-class ExportError(RuntimeError):
+
+class ExportError(LeukedgeError, RuntimeError):
     """A Keras -> ONNX export did not produce a model we can trust."""
 
 
@@ -19,7 +21,7 @@ class ParityError(ExportError):
     """The ONNX model's outputs differ from the reference model's beyond the tolerance."""
 
 
-class QuantizationError(RuntimeError):
+class QuantizationError(LeukedgeError, RuntimeError):
     """Quantization failed or produced a model that does not run."""
 
 

@@ -1,37 +1,41 @@
-"""Keras hybrid -> ONNX with the contract embedded, checked three ways before it is written.
+"""Keras classifier -> the one-file ONNX model with its contract, checked before it is written.
 
-The route is tf2onnx's ``from_function`` on a ``tf.function`` with explicit ``TensorSpec``s
-(dynamic batch) whose names are the contract's input names and whose output is a dict keyed by
-the contract's output name; Keras 3.15's ``model.export(format="onnx")`` is the same route.
-tf2onnx logs an unsupported op (``RGBToHSV``) and writes an invalid file anyway
-(TOOLCHAIN.md), so every export ends with: no unknown op, ``onnx.checker``, a session through
-:func:`leukedge.runtime.session.create_session`, and parity against the Keras model on real
-images through the shared preprocessing. The file is written atomically, and only then.
+1. Size guard (before converting), then the network through tf2onnx (:mod:`.convert`).
+2. Input checks set on the training images (:mod:`.sanity`): the OOD statistics of the
+   network's features and the contrast / stain-coverage minimums.
+3. The preprocessing graph, the network and the postprocessing graph joined into one model
+   (:func:`leukedge.runtime.graph.compose.compose_model`): uint8 RGB of any size in, calibrated
+   probabilities and input measures out.
+4. Parity: ONNX Runtime on the raw pixels of real images against Keras on the preprocessing
+   graph's output, softmax with the same temperature (max |dp| <= 1e-4, same top-1).
+5. The contract, from the run record; the file written atomically, and only then.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from leukedge.runtime.contract import ModelContract, embed_contract, save_model
-from leukedge.runtime.preprocess import ImageSource, PreprocessSpec
+import numpy as np
+
+from leukedge.runtime.confidence import softmax
+from leukedge.runtime.contract import (ModelContract, SanityLimits, embed_contract,
+                                       save_model)
+from leukedge.runtime.graph.compose import compose_model, output_names
+from leukedge.runtime.graph.postprocess import ood_metadata
+from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.runtime.run_record import RunRecord
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
-from .errors import ExportError, ParityError, UnsupportedOpError
+from .convert import OPSET, convert_network
+from .errors import ExportError, ParityError
 from .memory import check_conversion_memory
-from .naming import keras_io_names, rename_graph_output
-from .parity import (ParityReport, compare_probabilities, predict_batched, preprocessed_inputs,
-                     session_predictor, synthetic_images)
-from .run_info import contract_from_run, run_defaults
+from .parity import ParityReport, compare_probabilities, size_groups
+from .sanity import SanityFit, fit_sanity
 
-log = logging.getLogger(__name__)
-
-SUPPORTED_OPSETS = (17, 18)  # 20 fails in tf2onnx 1.17 ("Opset 20 is not supported yet")
 PARITY_TOLERANCE = 1e-4
 
 
@@ -42,143 +46,127 @@ class ExportResult:
     path: Path
     contract: ModelContract
     parity: ParityReport
+    sanity: Optional[dict]
     n_parameters: int
     estimated_memory_bytes: int
     seconds: float
     size_bytes: int
 
 
-def convert_keras(model: Any, input_names: dict[str, str], output_name: str,
-                  input_size: tuple[int, int], opset: int) -> Any:
-    """Run tf2onnx on the model; returns an ``onnx.ModelProto`` (not yet checked)."""
-    import tensorflow as tf
-    import tf2onnx
-
-    h, w = input_size
-    names = list(input_names.values())
-    spec = [tf.TensorSpec((None, h, w, 3), tf.float32, name=n) for n in names]
-
-    @tf.function(input_signature=spec)
-    def serve(*tensors):
-        out = model(dict(zip(names, tensors)), training=False)
-        if isinstance(out, dict):
-            out = next(iter(out.values()))
-        return {output_name: out}
-
-    logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # unsupported ops are reported below
-    try:
-        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
-    except Exception as e:
-        raise ExportError(f"tf2onnx could not convert the model (opset {opset}): "
-                          f"{type(e).__name__}: {e}") from e
-    rename_graph_output(proto, output_name)
-    return proto
+def _exporter_versions() -> dict:
+    out = {}
+    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
-def check_graph(proto: Any) -> None:
-    """Refuse unknown ops (tf2onnx's silent failure) and anything ``onnx.checker`` rejects."""
-    import onnx
-
-    unknown = sorted({f"{n.op_type}" + (f" ({n.domain})" if n.domain else "")
-                      for n in proto.graph.node if not onnx.defs.has(n.op_type, n.domain)})
-    if unknown:
-        hint = (" `tf.image.rgb_to_hsv` cannot be exported by any route: compute the HSV mask "
-                "outside the model (the two-input hybrid) or with elementary ops."
-                if any(op.startswith("RGBToHSV") for op in unknown) else "")
-        raise UnsupportedOpError(
-            f"tf2onnx left operators that ONNX does not define: {', '.join(unknown)}. The file "
-            f"would not load in ONNX Runtime; nothing was written.{hint}")
-    try:
-        onnx.checker.check_model(proto)
-    except onnx.checker.ValidationError as e:
-        raise ExportError(f"onnx.checker rejected the converted model: {str(e).splitlines()[0]}") from e
-
-
-def keras_predictor(model: Any):
-    """The Keras model as a ``feeds -> probabilities`` callable (eager, inference mode)."""
-    import numpy as np
-
-    def predict(feeds):
-        out = model(feeds, training=False)
-        if isinstance(out, dict):
-            out = next(iter(out.values()))
-        return out.numpy() if hasattr(out, "numpy") else np.asarray(out)  # EagerTensor
-    return predict
+def contract_from_record(record: RunRecord, n_parameters: int, sanity: Optional[SanityFit],
+                         review_below: Optional[float] = None) -> ModelContract:
+    """The FP32 contract of an exported model, from its run record and the export's checks."""
+    provenance = {"data_manifest_sha256": record.data_manifest_sha256,
+                  "split_manifest_sha256": record.split_manifest_sha256, "seed": record.seed,
+                  "run_id": record.run_id, "exporter": _exporter_versions()}
+    if record.model_sha256:
+        provenance["keras_sha256"] = record.model_sha256
+    if sanity is not None:
+        provenance["sanity_fit"] = {**sanity.summary, "ood": ood_metadata(sanity.ood)}
+    return ModelContract(
+        classes=record.classes, preprocessing=record.preprocessing,
+        outputs=output_names(sanity is not None), precision="fp32", backbone=record.backbone,
+        model_info={"parameters": n_parameters, "input_size": list(record.preprocessing.input_size),
+                    "seg_features": record.model.get("seg_features"), "opset": OPSET,
+                    "training": {k: record.training.get(k) for k in
+                                 ("method", "epochs_run", "seconds", "train_images_per_second")}},
+        weights=record.weights, provenance=provenance, metrics=record.test_metrics,
+        review_below=record.review_below if review_below is None else float(review_below),
+        temperature=record.calibration.temperature, calibration=asdict(record.calibration),
+        sanity=sanity.limits if sanity is not None else SanityLimits())
 
 
-def check_parity(model: Any, model_bytes: bytes, contract: ModelContract,
-                 images: Sequence[ImageSource], source: str,
+def model_probabilities(session: Any, images: Sequence[np.ndarray]) -> np.ndarray:
+    """``probs`` of a one-file model for decoded uint8 images (one run per image size)."""
+    parts = {}
+    for indices, batch in size_groups(images):
+        parts.update(zip(indices, session.run(["probs"], {"image": batch})[0]))
+    return np.stack([parts[i] for i in range(len(images))])
+
+
+def keras_probabilities(model: Any, runner: PreprocessRunner, images: Sequence[np.ndarray],
+                        temperature: float) -> np.ndarray:
+    """softmax(logits / T) of the Keras model behind the same preprocessing graph."""
+    parts = {}
+    for indices, batch in size_groups(images):
+        logits = np.asarray(model(runner(batch), training=False))
+        parts.update(zip(indices, softmax(logits, temperature)))
+    return np.stack([parts[i] for i in range(len(images))])
+
+
+def check_parity(model: Any, onnx_bytes: bytes, record: RunRecord, runner: PreprocessRunner,
+                 images: Sequence[np.ndarray], source: str,
                  tolerance: float = PARITY_TOLERANCE) -> ParityReport:
-    """ONNX Runtime vs Keras on the same preprocessed images; raise :class:`ParityError` on a miss."""
+    """ONNX Runtime on raw pixels vs Keras behind the preprocessing graph."""
     try:
-        session, _ = create_session(model_bytes, provider="cpu")
+        session, _ = create_session(onnx_bytes, provider="cpu")
     except RuntimeSetupError as e:
-        raise ExportError(f"ONNX Runtime refuses the converted model: {e}") from e
-    names = {i.content: i.name for i in contract.inputs}
-    feeds = preprocessed_inputs(images, contract.preprocessing, names)
-    reference = predict_batched(keras_predictor(model), feeds)
-    candidate = predict_batched(session_predictor(session, contract.output_name), feeds)
-    report = compare_probabilities(reference, candidate, tolerance=tolerance, source=source)
+        raise ExportError(f"ONNX Runtime refuses the composed model: {e}") from e
+    t = record.calibration.temperature
+    report = compare_probabilities(keras_probabilities(model, runner, images, t),
+                                   model_probabilities(session, images),
+                                   tolerance=tolerance, source=source)
     if not report.passed:
-        raise ParityError(f"ONNX output differs from Keras: {report.describe()}. Nothing was written.")
+        raise ParityError(f"ONNX output differs from Keras: {report.describe()}. "
+                          "Nothing was written.")
     return report
 
 
-def export_keras(model: Any, out_path: str | os.PathLike, run: Optional[dict] = None, *,
-                 parity_images: Optional[Sequence[ImageSource]] = None,
-                 parity_source: str = "given images", opset: int = 17,
+def export_keras(model: Any, out_path: str | Path, record: RunRecord, *,
+                 parity_images: Sequence[np.ndarray], parity_source: str,
+                 train_images: Sequence[np.ndarray] = (), review_below: Optional[float] = None,
                  tolerance: float = PARITY_TOLERANCE,
                  available_memory: Optional[int] = None) -> ExportResult:
-    """Export a Keras hybrid to a checked ONNX file carrying the leukedge contract.
+    """Export a trained Keras classifier to the checked one-file ONNX model.
 
     Args:
-        model: the in-memory Keras model (inputs ``image``/``masked_image``, output ``probs``).
-        out_path: where the ``.onnx`` file goes (written atomically, only when every check passes).
-        run: the training run's ``run.json`` dict (classes, preprocessing, backbone, provenance,
-            test metrics); None derives defaults from the model (input size only).
-        parity_images: images for the parity check (paths, bytes or RGB arrays); None or empty
-            uses 8 synthetic smear-like images (reported as such).
-        parity_source: a word on where the images come from, kept in the report and contract.
-        opset: ONNX opset, 17 or 18.
+        model: the Keras model (inputs ``image`` [and ``masked_image``], output the logits,
+            a layer named ``features``).
+        out_path: where the ``.onnx`` file goes (written atomically, only when every check
+            passes).
+        record: the training run's record (classes, preprocessing, calibration, provenance).
+        parity_images: decoded uint8 RGB images for the parity check (test split, usually).
+        parity_source: a word on where they come from, kept in the contract.
+        train_images: decoded training images to set the input checks on; empty: no checks
+            (the contract says so, and the model has no ``ood_score``).
+        review_below: override of the run record's review threshold.
         tolerance: max absolute probability difference allowed against Keras.
         available_memory: bytes available for the size guard; None reads /proc/meminfo.
-
-    Returns:
-        An :class:`ExportResult`.
 
     Raises:
         ModelTooLargeError: before converting, when the conversion would not fit in memory.
         UnsupportedOpError, ExportError, ParityError: when the result cannot be trusted.
-
-    Example:
-        >>> result = export_keras(model, "runs/r1/model.onnx", json.load(open("runs/r1/run.json")),
-        ...                       parity_images=test_paths[:16], parity_source="test split")
-        >>> result.parity.max_abs_diff < 1e-4
-        True
     """
-    if opset not in SUPPORTED_OPSETS:
-        raise ValueError(f"Unsupported opset {opset}. Valid: {', '.join(map(str, SUPPORTED_OPSETS))} "
-                         "(tf2onnx 1.17 fails on 20)")
+    if not len(parity_images):
+        raise ValueError("the parity check needs at least one real image")
     started = time.perf_counter()
-    input_names, output_name = keras_io_names(model)
-    run = run_defaults(model, run)
-    spec = PreprocessSpec.from_dict(run["preprocessing"])
     n_params = int(model.count_params())
     needed = check_conversion_memory(n_params, available_memory)
-    proto = convert_keras(model, input_names, output_name, spec.input_size, opset)
-    check_graph(proto)
-    if not parity_images:
-        parity_images, parity_source = synthetic_images(8, spec.input_size), "synthetic"
-    contract = contract_from_run(run, input_names, output_name, n_params, opset)
-    parity = check_parity(model, _embedded_bytes(proto, contract), contract, parity_images,
-                          parity_source, tolerance)
+    spec = record.preprocessing
+    net = convert_network(model, spec.input_size, record.input_names)
+    runner = PreprocessRunner(spec)
+    sanity = None
+    if len(train_images):
+        net_session, _ = create_session(net.SerializeToString(), provider="cpu")
+        sanity = fit_sanity(runner, net_session, train_images)
+    composed = compose_model(net, spec, record.calibration.temperature,
+                             sanity.ood if sanity else None)
+    contract = contract_from_record(record, n_params, sanity, review_below)
+    parity = check_parity(model, embed_contract(composed, contract).SerializeToString(), record,
+                          runner, parity_images, parity_source, tolerance)
     contract = contract.with_updates(provenance={**contract.provenance, "parity": parity.to_dict()})
-    save_model(embed_contract(proto, contract), out_path)
+    save_model(embed_contract(composed, contract), out_path)
     return ExportResult(path=Path(out_path), contract=contract, parity=parity,
-                        n_parameters=n_params, estimated_memory_bytes=needed,
-                        seconds=time.perf_counter() - started,
+                        sanity=sanity.summary if sanity else None, n_parameters=n_params,
+                        estimated_memory_bytes=needed, seconds=time.perf_counter() - started,
                         size_bytes=Path(out_path).stat().st_size)
-
-
-def _embedded_bytes(proto: Any, contract: ModelContract) -> bytes:
-    return embed_contract(proto, contract).SerializeToString()

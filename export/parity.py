@@ -1,19 +1,18 @@
-"""Agreement between two models' probabilities, and the inputs used to measure it.
+"""Agreement between two models' probabilities, and batching of decoded images by size.
 
-Used by export (ONNX vs Keras, strict tolerance), quantization (INT8/FP16 vs FP32) and compare.
-Every input goes through :mod:`leukedge.runtime.preprocess`, the one preprocessing path.
+Used by export (ONNX vs Keras, strict tolerance), quantization (INT8/FP16 vs FP32) and the
+comparison command. Every model here takes raw uint8 pixels; images of different sizes go in
+separate runs (a batch has one size).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from leukedge.runtime.preprocess import ImageSource, PreprocessSpec, preprocess_batch
-
-PredictFn = Callable[[dict[str, np.ndarray]], np.ndarray]
+MAX_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,22 @@ def compare_probabilities(reference: np.ndarray, candidate: np.ndarray, *,
         argmax_mismatches=mismatches, tolerance=float(tolerance), source=source)
 
 
-def synthetic_images(n: int, input_size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
+def size_groups(images: Sequence[np.ndarray], max_batch: int = MAX_BATCH
+                ) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(indices, uint8 batch) groups of images that share a size, at most ``max_batch`` each."""
+    by_shape: dict[tuple, list[int]] = {}
+    for i, im in enumerate(images):
+        by_shape.setdefault(np.shape(im), []).append(i)
+    for indices in by_shape.values():
+        for start in range(0, len(indices), max_batch):
+            chunk = indices[start:start + max_batch]
+            yield chunk, np.ascontiguousarray(np.stack([images[i] for i in chunk]), np.uint8)
+
+
+def synthetic_images(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
     """Deterministic RGB uint8 images with smear-like purple blobs, for when no real image is given."""
     rng = np.random.default_rng(seed)
-    h, w = input_size
+    h, w = size
     out = []
     for _ in range(n):
         img = rng.integers(150, 255, size=(h, w, 3), dtype=np.uint8)
@@ -74,32 +85,3 @@ def synthetic_images(n: int, input_size: tuple[int, int], seed: int = 0) -> list
             img[blob] = (110, 40, 160)  # H ~ 0.77, S ~ 0.75, V ~ 0.63: inside the purple mask
         out.append(img)
     return out
-
-
-def feeds_for(input_names: dict[str, str], images: np.ndarray, masked: np.ndarray) -> dict:
-    """Model feeds from preprocessed arrays; ``input_names`` maps content ('image', 'masked_image')
-    to the model's input name."""
-    arrays = {"image": images, "masked_image": masked}
-    return {name: arrays[content] for content, name in input_names.items()}
-
-
-def preprocessed_inputs(sources: Sequence[ImageSource], spec: PreprocessSpec,
-                        input_names: dict[str, str]) -> dict[str, np.ndarray]:
-    """Images (paths, bytes or arrays) -> model feeds through the shared preprocessing."""
-    images, masked = preprocess_batch(list(sources), spec)
-    return feeds_for(input_names, images, masked)
-
-
-def predict_batched(predict: PredictFn, feeds: dict[str, np.ndarray], batch_size: int = 8) -> np.ndarray:
-    """Run ``predict`` over feeds in batches and stack the (N, classes) results."""
-    n = len(next(iter(feeds.values())))
-    parts = [np.asarray(predict({k: v[i:i + batch_size] for k, v in feeds.items()}))
-             for i in range(0, n, batch_size)]
-    return np.concatenate(parts, axis=0)
-
-
-def session_predictor(session: Any, output_name: str) -> PredictFn:
-    """An onnxruntime session as a ``feeds -> probabilities`` callable."""
-    def predict(feeds: dict[str, np.ndarray]) -> np.ndarray:
-        return session.run([output_name], feeds)[0]
-    return predict

@@ -1,5 +1,7 @@
 """The three ways to make a child model, each on top of onnxruntime / onnxconverter-common.
 
+Every backend touches the network only: the preprocessing and postprocessing nodes (named
+``pre/``, ``join/``, ``post/``) are excluded from quantization and kept in float32 by FP16.
 Kept apart from :mod:`.quantize` (options, contract, gate) so each backend stays a short function.
 """
 
@@ -8,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from leukedge.runtime.graph.compose import extract_network, other_node_names, replace_network
 
 from .errors import QuantizationError
 
@@ -47,10 +51,16 @@ def _static(prepared: Path, out: Path, options, reader) -> dict:
     quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                     per_channel=options.per_channel, reduce_range=options.reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=_weight_type(options),
-                    nodes_to_exclude=list(options.exclude_nodes) or None,
-                    calibrate_method=method)
+                    nodes_to_exclude=_excluded(prepared, options), calibrate_method=method)
     return {"format": "QDQ", "activation_type": "uint8", "weight_type": options.weight_type,
             "reduce_range": options.reduce_range}
+
+
+def _excluded(model_path: Path, options) -> list[str]:
+    """The user's exclusions plus every node outside the network."""
+    import onnx
+
+    return sorted(set(options.exclude_nodes) | set(other_node_names(onnx.load(str(model_path)))))
 
 
 def _weight_type(options):
@@ -64,17 +74,20 @@ def _dynamic(prepared: Path, out: Path, options) -> dict:
 
     quantize_dynamic(str(prepared), str(out), per_channel=options.per_channel,
                      reduce_range=options.reduce_range, weight_type=_weight_type(options),
-                     nodes_to_exclude=list(options.exclude_nodes) or None)
+                     nodes_to_exclude=_excluded(prepared, options))
     return {"format": "dynamic (ConvInteger/MatMulInteger)", "weight_type": options.weight_type,
             "reduce_range": options.reduce_range}
 
 
 def _fp16(parent_proto: Any, options) -> Any:
+    """The network alone converted (float32 at its boundary), put back between the float32
+    preprocessing and postprocessing."""
     from onnxconverter_common import float16
 
-    return float16.convert_float_to_float16(
-        parent_proto, keep_io_types=True,
-        node_block_list=list(options.exclude_nodes) or None)
+    network = extract_network(parent_proto)
+    half = float16.convert_float_to_float16(network, keep_io_types=True,
+                                            node_block_list=list(options.exclude_nodes) or None)
+    return replace_network(parent_proto, half)
 
 
 def check_node_names(proto: Any, names, where: str) -> None:

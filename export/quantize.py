@@ -1,18 +1,29 @@
-"""FP32 ONNX -> INT8 (static QDQ or dynamic) or FP16, with the contract carried over and a gate.
+"""FP32 ONNX -> INT8 (static QDQ or dynamic) or FP16, with the contract carried over and checks.
+
+Only the network is quantized: the preprocessing graph in front of it and the calibrated softmax
+and input checks behind it stay in float (their nodes are excluded by name,
+:func:`leukedge.runtime.graph.compose.other_node_names`), and the child takes the same uint8
+pixels as its parent.
 
 - ``static``: INT8 QDQ through ``onnxruntime.quantization.quantize_static``, per-channel weights,
-  calibrated on real images through the shared preprocessing (:mod:`.calibration`), after
-  onnxruntime's ``quant_pre_process`` (shape inference + fusions). The fast one on CPU
-  (TOOLCHAIN.md: 39 ms vs 68 ms FP32 for the DenseNet-201 hybrid).
-- ``dynamic``: INT8 weights, activations quantized at run time. Measured 4x SLOWER than FP32 for
-  these convnets (``ConvInteger``); kept for comparison.
-- ``fp16``: onnxconverter-common with ``keep_io_types`` (inputs and output stay float32); halves
-  the file, no speed gain on CPU.
+  calibrated on real images (:mod:`.calibration_images`) after onnxruntime's
+  ``quant_pre_process``. The fast one on CPU.
+- ``dynamic``: INT8 weights, activations quantized at run time; much slower than FP32 for
+  convnets (``ConvInteger``); kept for comparison.
+- ``fp16``: onnxconverter-common with ``keep_io_types``; halves the file, no speed gain on CPU.
+
+Weights: ``int8`` with ``reduce_range`` (7-bit) by default. ONNX Runtime's u8s8 kernels on CPUs
+without VNNI (AVX2 only) multiply pairs into 16 bits and saturate with full 8-bit weights; 7-bit
+weights cannot overflow there, so the model computes the same integers on AVX2 and VNNI CPUs.
+``uint8`` weights (u8u8 kernels) also avoid saturation but were 10-20x slower for
+EfficientNet-Lite's depthwise convolutions on an AVX512-VNNI CPU (docs/RESULTS.md).
 
 The child keeps the parent's contract with ``precision``, ``quantization`` and
-``provenance.parent_sha256`` updated. With labelled data the child must pass the accuracy gate
-(:mod:`.gate`) before anything is written; on failure a per-activation sensitivity pass
-(:mod:`.sensitivity`) names the nodes to keep in float.
+``provenance.parent_sha256`` updated. It is written only when it agrees with its parent (top-1
+agreement at least ``min_agreement``) and, with labelled data, passes the accuracy gate
+(:mod:`.gate`); ``force`` writes a failed child anyway, marked as failed in its contract. On a
+gate failure a per-activation sensitivity pass (:mod:`.sensitivity`) names nodes to keep in
+float.
 """
 
 from __future__ import annotations
@@ -29,23 +40,26 @@ import numpy as np
 
 from leukedge.runtime.contract import (ModelContract, contract_of_proto, embed_contract,
                                        leukedge_version, save_model)
+from leukedge.runtime.evaluation.labelled import LabelledSet, select_evenly
+from leukedge.runtime.evaluation.machine import describe_machine
 from leukedge.runtime.files import sha256_file
+from leukedge.runtime.metrics import evaluate
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
-from .calibration import ImageCalibrationReader, calibration_set_sha256, select_evenly
+from .calibration_images import ImageCalibrationReader, calibration_set_sha256
 from .errors import AccuracyGateError, QuantizationError
-from .evaluation import LabelledSet, input_names_of, metrics_of, session_probabilities
 from .gate import DEFAULT_MAX_COST_RISE, DEFAULT_MAX_DROP_PP, GateResult, check_limits
-from .machine import describe_machine
-from .parity import ParityReport, compare_probabilities, preprocessed_inputs, synthetic_images
+from .onnx_export import model_probabilities
+from .parity import ParityReport, compare_probabilities
 from .quant_backends import run_backend
 from .sensitivity import activation_sensitivity, exclude_suggestion
 
 METHODS = ("static", "dynamic", "fp16")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_TYPES = ("int8", "uint8")
-AGREEMENT_TOLERANCE = 0.05  # informative only: INT8 moves probabilities by a few percent
+DEFAULT_MIN_AGREEMENT = 0.98  # top-1 agreement with the FP32 parent
 PRECISION_OF = {"static": "int8", "dynamic": "int8", "fp16": "fp16"}
+AGREEMENT_IMAGES = 64
 
 
 @dataclass(frozen=True)
@@ -56,22 +70,25 @@ class QuantizeOptions:
     calib_paths: tuple[Path, ...] = ()
     calib_method: str = "minmax"
     per_channel: bool = True
-    reduce_range: bool = True  # 7-bit weights: INT8 kernels of CPUs without VNNI saturate otherwise
+    reduce_range: bool = True  # 7-bit weights: no u8s8 saturation on CPUs without VNNI
     exclude_nodes: tuple[str, ...] = ()
-    weight_type: str = "int8"  # "uint8" (u8u8 kernels) does not saturate on AVX2 CPUs either
+    weight_type: str = "int8"
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}. Valid: {', '.join(METHODS)}")
+            raise ValueError(f"Unknown --method {self.method!r}. Valid: {', '.join(METHODS)}")
         if self.weight_type not in WEIGHT_TYPES:
-            raise ValueError(f"Unknown weight type {self.weight_type!r}. "
+            raise ValueError(f"Unknown --weight-type {self.weight_type!r}. "
                              f"Valid: {', '.join(WEIGHT_TYPES)}")
         if self.calib_method not in CALIB_METHODS:
-            raise ValueError(f"Unknown calibration method {self.calib_method!r}. "
+            raise ValueError(f"Unknown --calib-method {self.calib_method!r}. "
                              f"Valid: {', '.join(CALIB_METHODS)}")
+        if not 0.0 <= self.min_agreement <= 1.0:
+            raise ValueError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
         if self.method == "static" and not self.calib_paths:
-            raise ValueError("static quantization needs calibration images (--calib DIR, or "
-                             "--data with --split-manifest to use the manifest's train split)")
+            raise ValueError("--method static needs calibration images: --calib DIR, or --data "
+                             "with --split-manifest (the manifest's train split is used)")
 
 
 @dataclass(frozen=True)
@@ -85,6 +102,7 @@ class QuantizeResult:
     size_bytes: int
     parent_size_bytes: int
     seconds: float
+    passed: bool
     notes: tuple[str, ...] = ()
 
 
@@ -99,6 +117,8 @@ def child_contract(parent: ModelContract, parent_sha256: str, options: QuantizeO
         "calibration_set_sha256": calib_sha256,
         "calib_size": len(options.calib_paths) if static else 0,
         "excluded_nodes": list(options.exclude_nodes),
+        "scope": "network only; preprocessing and postprocessing stay float32",
+        "quantized_on": describe_machine()["int8_acceleration"],
         **extra,
     }
     provenance = {**parent.provenance, "parent_sha256": parent_sha256,
@@ -113,36 +133,44 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _agreement_sources(options: QuantizeOptions, gate_data: Optional[LabelledSet],
-                       spec) -> tuple[Sequence[Any], str]:
-    if gate_data is not None and len(gate_data):
-        return select_evenly(gate_data.paths, 32), "gate images"
+def _agreement_images(options: QuantizeOptions, gate_pixels: Optional[list]) -> tuple[list, str]:
+    from leukedge.runtime.decode import load_image
+
+    if gate_pixels:
+        picks = np.unique(np.linspace(0, len(gate_pixels) - 1,
+                                      min(AGREEMENT_IMAGES, len(gate_pixels))).round().astype(int))
+        return [gate_pixels[i] for i in picks], "gate images"
     if options.calib_paths:
-        return select_evenly(options.calib_paths, 32), "calibration images"
-    return synthetic_images(8, spec.input_size), "synthetic"
+        return ([load_image(p) for p in select_evenly(options.calib_paths, AGREEMENT_IMAGES)],
+                "calibration images")
+    raise ValueError("checking a quantized model needs real images: give --data, or --calib "
+                     "for --method static")
 
 
 def quantize_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
                    options: QuantizeOptions, *, gate_data: Optional[LabelledSet] = None,
                    max_drop_pp: float = DEFAULT_MAX_DROP_PP,
-                   max_cost_rise: float = DEFAULT_MAX_COST_RISE) -> QuantizeResult:
-    """Quantize a leukedge FP32 ONNX model; write ``out_path`` only when every check passes.
+                   max_cost_rise: float = DEFAULT_MAX_COST_RISE,
+                   force: bool = False) -> QuantizeResult:
+    """Quantize a leukedge FP32 model; write ``out_path`` only when every check passes.
 
     Args:
         model_path: the FP32 parent (with its contract).
-        out_path: the child's path (written atomically, never on failure).
-        options: method, calibration and exclusions.
+        out_path: the child's path (written atomically; never on failure unless ``force``).
+        options: method, calibration, exclusions, minimum top-1 agreement.
         gate_data: labelled images for the accuracy gate; None skips the gate.
         max_drop_pp: largest allowed accuracy drop, percentage points.
         max_cost_rise: largest allowed rise of misclassification cost per image.
+        force: write a child that failed a check anyway, marked ``checks_passed: false``.
 
     Raises:
-        AccuracyGateError: the gate refused; ``.offenders`` lists nodes to keep in float.
+        AccuracyGateError: a check refused the child (and ``force`` was not given);
+            ``.offenders`` lists nodes to keep in float.
         QuantizationError: onnxruntime could not quantize, or the child does not run.
 
     Example:
-        >>> opts = QuantizeOptions("static", tuple(calibration_files("calib/", 100)))
-        >>> quantize_model("model.onnx", "model-int8.onnx", opts, gate_data=test_set).gate.passed
+        >>> opts = QuantizeOptions("static", tuple(calibration_files("calib/", 200)))
+        >>> quantize_model("model.onnx", "model-int8.onnx", opts, gate_data=test_set).passed
         True
     """
     import onnx
@@ -155,22 +183,32 @@ def quantize_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
     if parent.precision != "fp32":
         raise QuantizationError(f"{model_path} is already {parent.precision}; quantize the FP32 "
                                 f"parent (provenance.parent_sha256 names it)")
+    gate_pixels = gate_data.decode() if gate_data is not None else None
     calib_sha = calibration_set_sha256(options.calib_paths) if options.method == "static" else None
     with tempfile.TemporaryDirectory(prefix="leukedge-quant-") as work:
-        reader = (ImageCalibrationReader(options.calib_paths, parent.preprocessing,
-                                         input_names_of(parent)) if options.calib_paths else None)
+        reader = ImageCalibrationReader(options.calib_paths) if options.calib_paths else None
         backend = run_backend(Path(model_path), parent_proto, Path(work), options, reader)
-        contract = child_contract(parent, sha256_file(model_path), options, calib_sha, backend.extra)
-        child_bytes = embed_contract(backend.proto, contract).SerializeToString()
-        agreement, gate = _check_child(model_path, child_bytes, parent, contract, options,
-                                       gate_data, max_drop_pp, max_cost_rise, backend, work)
-    if gate is not None:
-        contract = contract.with_updates(metrics={**gate.candidate, "gate": gate.to_dict()})
+        contract = child_contract(parent, sha256_file(model_path), options, calib_sha,
+                                  backend.extra)
+        child = _Child(Path(model_path), parent, contract,
+                       embed_contract(backend.proto, contract).SerializeToString(), options,
+                       backend, work)
+        agreement, gate, error = _check_child(child, gate_data, gate_pixels, max_drop_pp,
+                                              max_cost_rise)
+    if error is not None and not force:
+        raise error
+    checks = {"checks_passed": error is None, "agreement": agreement.to_dict()}
+    if error is not None:
+        checks["failure"] = str(error)
+    contract = contract.with_updates(
+        quantization={**contract.quantization, **checks},
+        metrics={**gate.candidate, "gate": gate.to_dict()} if gate is not None else None)
     save_model(embed_contract(backend.proto, contract), out_path)
     return QuantizeResult(path=Path(out_path), contract=contract, agreement=agreement, gate=gate,
                           size_bytes=Path(out_path).stat().st_size,
                           parent_size_bytes=Path(model_path).stat().st_size,
-                          seconds=time.perf_counter() - started, notes=tuple(backend.notes))
+                          seconds=time.perf_counter() - started, passed=error is None,
+                          notes=tuple(backend.notes))
 
 
 @dataclass(frozen=True)
@@ -186,50 +224,75 @@ class _Child:
     work: str
 
 
-def _check_child(model_path, child_bytes, parent, contract, options, gate_data, max_drop_pp,
-                 max_cost_rise, backend, work) -> tuple[ParityReport, Optional[GateResult]]:
-    """The child loads and runs, agrees with the parent, and (with data) passes the gate."""
-    child = _Child(Path(model_path), parent, contract, child_bytes, options, backend, work)
+def _sessions(child: _Child) -> tuple[Any, Any]:
     try:
-        child_sess, _ = create_session(child_bytes, provider="cpu")
+        child_sess, _ = create_session(child.data, provider="cpu")
     except RuntimeSetupError as e:
-        raise QuantizationError(f"the {options.method} model does not load in ONNX Runtime: {e}") from e
-    parent_sess, _ = create_session(model_path, provider="cpu")
-    sources, where = _agreement_sources(options, gate_data, parent.preprocessing)
-    feeds = preprocessed_inputs(sources, parent.preprocessing, input_names_of(parent))
+        raise QuantizationError(f"the {child.options.method} model does not load in ONNX "
+                                f"Runtime: {e}") from e
+    parent_sess, _ = create_session(child.parent_path, provider="cpu")
+    return parent_sess, child_sess
+
+
+def _check_child(child: _Child, gate_data: Optional[LabelledSet], gate_pixels: Optional[list],
+                 max_drop_pp: float, max_cost_rise: float
+                 ) -> tuple[ParityReport, Optional[GateResult], Optional[AccuracyGateError]]:
+    """The child loads and runs, agrees with the parent, and (with data) passes the gate.
+
+    Returns the agreement, the gate, and the refusal (None when every check passed).
+    """
+    parent_sess, child_sess = _sessions(child)
+    images, where = _agreement_images(child.options, gate_pixels)
     try:
-        child_probs = session_probabilities(child_sess, contract, feeds)
+        child_probs = model_probabilities(child_sess, images)
     except Exception as e:  # onnxruntime raises its own exception types at run time
-        raise QuantizationError(f"the {options.method} model loads but fails to run: {e}") from e
-    agreement = compare_probabilities(session_probabilities(parent_sess, parent, feeds), child_probs,
-                                      tolerance=AGREEMENT_TOLERANCE, source=where)
-    if gate_data is None:
-        return agreement, None
-    return agreement, _run_gate(child, parent_sess, child_sess, gate_data, max_drop_pp, max_cost_rise)
+        raise QuantizationError(f"the {child.options.method} model loads but fails to run: "
+                                f"{e}") from e
+    agreement = compare_probabilities(model_probabilities(parent_sess, images), child_probs,
+                                      tolerance=1.0, source=where)
+    error = None
+    if agreement.argmax_agreement < child.options.min_agreement:
+        error = AccuracyGateError(
+            f"Quantized model refused: top-1 agreement with the FP32 parent is "
+            f"{agreement.argmax_agreement:.2%} on {agreement.n_images} {where}, under "
+            f"--min-agreement {child.options.min_agreement:.2%} (max |dp| "
+            f"{agreement.max_abs_diff:.3f}). Nothing was written.")
+    gate = None
+    if gate_data is not None:  # the gate's refusal says more (accuracy, nodes to keep in float)
+        gate, gate_error = _run_gate(child, parent_sess, child_sess, gate_data, gate_pixels,
+                                     max_drop_pp, max_cost_rise)
+        error = gate_error or error
+    return agreement, gate, error
 
 
-def _run_gate(child: _Child, parent_sess, child_sess, gate_data: LabelledSet, max_drop_pp: float,
-              max_cost_rise: float) -> GateResult:
-    """Score parent and child on the gate images; raise :class:`AccuracyGateError` on a refusal."""
-    feeds = preprocessed_inputs(gate_data.paths, child.parent.preprocessing, input_names_of(child.parent))
+def _gate_of(parent_sess, candidate_sess, labelled: LabelledSet, pixels: list,
+             max_drop_pp: float, max_cost_rise: float) -> GateResult:
+    def metrics(sess):
+        return evaluate(labelled.labels, model_probabilities(sess, pixels).argmax(1),
+                        labelled.classes)
 
-    def gate_of(candidate_sess) -> GateResult:
-        return GateResult(
-            reference=metrics_of(session_probabilities(parent_sess, child.parent, feeds), gate_data),
-            candidate=metrics_of(session_probabilities(candidate_sess, child.contract, feeds), gate_data),
-            max_drop_pp=max_drop_pp, max_cost_rise=max_cost_rise, source=gate_data.source)
+    return GateResult(reference=metrics(parent_sess), candidate=metrics(candidate_sess),
+                      max_drop_pp=max_drop_pp, max_cost_rise=max_cost_rise,
+                      source=labelled.source)
 
-    gate = gate_of(child_sess)
+
+def _run_gate(child: _Child, parent_sess, child_sess, gate_data: LabelledSet, pixels: list,
+              max_drop_pp: float, max_cost_rise: float
+              ) -> tuple[GateResult, Optional[AccuracyGateError]]:
+    """Score parent and child on the gate images; the refusal when the child fails."""
+    gate = _gate_of(parent_sess, child_sess, gate_data, pixels, max_drop_pp, max_cost_rise)
     if gate.passed:
-        return gate
+        return gate, None
     emulated = None
     if child.options.method != "fp16":  # the same QDQ graph with ORT's integer kernels off
-        emulated = gate_of(create_session(child.data, provider="cpu", optimization="disable")[0])
-    raise _gate_error(gate, emulated, child, feeds)
+        emulated_sess = create_session(child.data, provider="cpu", optimization="disable")[0]
+        emulated = _gate_of(parent_sess, emulated_sess, gate_data, pixels, max_drop_pp,
+                            max_cost_rise)
+    return gate, _gate_error(gate, emulated, child, pixels)
 
 
 def _gate_error(gate: GateResult, emulated: Optional[GateResult], child: _Child,
-                gate_feeds: dict) -> AccuracyGateError:
+                pixels: Sequence[np.ndarray]) -> AccuracyGateError:
     """The refusal, with the most useful next step: --reduce-range, or nodes to keep in float."""
     options, offenders, names, hint = child.options, [], [], ""
     if emulated is not None and emulated.passed:
@@ -239,9 +302,8 @@ def _gate_error(gate: GateResult, emulated: Optional[GateResult], child: _Child,
         hint += ("Quantize with --reduce-range (7-bit weights)." if not options.reduce_range
                  else "Try --no-per-channel or --method fp16.")
     elif options.method == "static" and child.backend.float_path is not None:
-        n = len(next(iter(gate_feeds.values())))
-        picks = np.unique(np.linspace(0, n - 1, min(n, 8)).round().astype(int)) if n else []
-        feeds = [{k: v[i:i + 1] for k, v in gate_feeds.items()} for i in picks]
+        picks = np.unique(np.linspace(0, len(pixels) - 1, min(len(pixels), 8)).round().astype(int))
+        feeds = [{"image": pixels[i][None]} for i in picks]
         offenders = activation_sensitivity(child.backend.float_path, child.backend.quant_path,
                                            feeds, child.work)
         names = exclude_suggestion(offenders)
@@ -251,6 +313,7 @@ def _gate_error(gate: GateResult, emulated: Optional[GateResult], child: _Child,
             hint += f" Try keeping the worst nodes in float: --exclude-nodes {','.join(names)}"
     elif options.method == "dynamic":
         hint = " (per-node sensitivity is computed for --method static only)"
-    return AccuracyGateError("Quantized model refused by the accuracy gate: " + "; ".join(gate.reasons)
-                             + f". Nothing was written.{hint}", gate=gate, offenders=offenders,
-                             suggested_exclude=names)
+    return AccuracyGateError("Quantized model refused by the accuracy gate: "
+                             + "; ".join(gate.reasons) + f". Nothing was written.{hint}",
+                             gate=gate, offenders=offenders, suggested_exclude=names)
+
