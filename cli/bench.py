@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, List, Optional
 
 import typer
 
-from .errors import fail
-
+from .errors import EXIT_OK, reported
+from .options import Provider, TableOrJson
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -22,44 +22,46 @@ def parse_batch_sizes(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def bench_command(
+    model: Annotated[Optional[str], typer.Argument(
+        show_default=False, help="An ONNX file or a bundled model's name (default: "
+                                 "'default').")] = None,
+    provider: Annotated[Provider, typer.Option(help="auto, cuda or cpu.")] = Provider.auto,
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
+    threads: Annotated[Optional[int], typer.Option(
+        show_default=False, help="Intra-op threads (default: the CPUs this process may use, "
+                                 "at most 8).")] = None,
+    iterations: Annotated[int, typer.Option(min=1, help="Timed runs per batch size.")] = 30,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed runs first.")] = 3,
+    images: Annotated[Optional[List[Path]], typer.Option(
+        show_default=False, help="Real images (files or folders) to time; default: the bundled "
+                                 "samples.")] = None,
+    fmt: Annotated[TableOrJson, typer.Option("--format", "-f", help="table or json.")
+                   ] = TableOrJson.table,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", show_default=False, help="Also write the JSON record here.")] = None,
+) -> None:
+    """Benchmark a model's latency and throughput on this machine.
+
+    Warm-up, latency p50/p90/p99 and throughput per batch size (each run includes the
+    model's in-graph preprocessing), decoding timed separately, the provider actually used,
+    threads, and the machine (CPU model, cores, AVX-512/VNNI/AMX flags, onnxruntime version).
+    """
+    from leukedge.runtime.evaluation.benchmark import bench_model, format_bench_table
+    from leukedge.runtime.files import atomic_write_text
+
+    with reported(ValueError):
+        result = bench_model(model, provider=provider.value,
+                             batch_sizes=parse_batch_sizes(batch_sizes), threads=threads,
+                             iterations=iterations, warmup=warmup, images=images)
+    text = json.dumps(result, indent=1)
+    if out is not None:
+        with reported(OSError):
+            atomic_write_text(out, text + "\n")
+    typer.echo(text if fmt is TableOrJson.json else format_bench_table(result))
+    raise typer.Exit(EXIT_OK)
+
+
 def register(app: typer.Typer) -> None:
     """Adds `leukedge bench` to the app."""
-
-    @app.command("bench")
-    def bench_cmd(
-        model: Path = typer.Argument(..., help="A leukedge ONNX model."),
-        provider: str = typer.Option("auto", "--provider", help="auto, cuda or cpu."),
-        batch_sizes: str = typer.Option("1,8,32", "--batch-sizes", help="Comma-separated."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="Intra-op threads "
-                                              "(default: the CPUs this process may use, max 8)."),
-        iterations: int = typer.Option(30, "--iterations", help="Timed runs per batch size."),
-        warmup: int = typer.Option(3, "--warmup", help="Untimed runs first."),
-        images: Optional[list[Path]] = typer.Option(None, "--images", help="Real images (files or "
-                                                    "folders) for timing; default: bundled samples."),
-        fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write the JSON record here."),
-    ) -> None:
-        """Benchmark a model's latency and throughput on this machine.
-
-        Warm-up, latency p50/p90/p99 and throughput per batch size, preprocessing timed
-        separately, the provider actually used, threads, and the machine (CPU model, cores,
-        AVX-512/VNNI/AMX flags, onnxruntime version).
-        """
-        from leukedge.export.bench import bench_model, format_bench_table
-        from leukedge.runtime.contract import ContractError
-        from leukedge.runtime.files import atomic_write_text
-        from leukedge.runtime.preprocess import ImageError
-        from leukedge.runtime.session import RuntimeSetupError
-
-        if fmt not in ("table", "json"):
-            fail(f"Unknown format {fmt!r}. Valid: table, json", 2)
-        try:
-            result = bench_model(model, provider=provider, batch_sizes=parse_batch_sizes(batch_sizes),
-                                 threads=threads, iterations=iterations, warmup=warmup,
-                                 images=images)
-        except (ContractError, RuntimeSetupError, ImageError, ValueError, FileNotFoundError) as e:
-            fail(str(e), 1)
-        text = json.dumps(result, indent=1)
-        if out is not None:
-            atomic_write_text(out, text + "\n")
-        typer.echo(text if fmt == "json" else format_bench_table(result))
+    app.command("bench")(bench_command)

@@ -1,130 +1,133 @@
-"""`leukedge export`: a training run (or a .keras file) -> a checked ONNX model with its contract.
+"""`leukedge export`: a training run -> the checked one-file ONNX model with its contract.
 
-TensorFlow, Keras and tf2onnx are imported only when the command runs.
+TensorFlow, Keras and tf2onnx are imported only when the command runs. The model's input checks
+are set on the run's training images and its parity is checked on its test images, so the
+dataset folder must be reachable (run.json records it; --data points elsewhere).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from .errors import fail
-
-TRAIN_HINT = "Exporting needs TensorFlow and tf2onnx: pip install 'leukedge[train]'"
+from .errors import EXIT_OK, need, reported
 
 
-
-def resolve_source(source: Path) -> tuple[Path, Optional[dict], Optional[Path]]:
-    """RUN_DIR or MODEL.keras -> (keras path, run.json dict or None, split.json or None)."""
+def resolve_run(source: Path) -> tuple[Path, Path]:
+    """RUN_DIR or RUN_DIR/model.keras -> (keras path, run.json path)."""
     keras_path = source / "model.keras" if source.is_dir() else source
     if not keras_path.is_file() or keras_path.suffix != ".keras":
-        raise ValueError(f"{source}: expected a run folder holding model.keras, or a .keras file")
-    run_file, split_file = keras_path.parent / "run.json", keras_path.parent / "split.json"
-    run = None
-    if run_file.is_file():
-        try:
-            run = json.loads(run_file.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{run_file} is not valid JSON: {e}") from e
-    return keras_path, run, split_file if split_file.is_file() else None
+        raise ValueError(f"{source}: expected a run folder holding model.keras (made by "
+                         "`leukedge train`), or its model.keras file")
+    run_file = keras_path.parent / "run.json"
+    if not run_file.is_file():
+        raise ValueError(f"{run_file} is missing: export needs the run record (the "
+                         "preprocessing the model was trained behind, its classes and "
+                         "calibration)")
+    return keras_path, run_file
 
 
-def parity_sources(run: Optional[dict], split_file: Optional[Path], data: Optional[Path],
-                   images: Optional[list[Path]], count: int) -> tuple[list, str]:
-    """Images for the parity check: --images, else the run's test split, else none (synthetic)."""
-    from leukedge.export.calibration import select_evenly
-    from leukedge.export.evaluation import load_labelled
-    from leukedge.runtime.preprocess import list_images
+def load_run_images(record, run_dir: Path, data: Optional[Path], parity_count: int):
+    """(parity pixels, where, training pixels) from the run's split manifest."""
+    from leukedge.runtime.evaluation.labelled import load_labelled
 
-    if images:
-        found = list_images(images, recursive=True)
-        if not found:
-            raise ValueError(f"no image found in {[str(i) for i in images]}")
-        return select_evenly(found, count or None), "given images"
-    data_dir = data or (Path(run["data"]["dir"]) if run and run.get("data", {}).get("dir") else None)
-    if count and split_file is not None and data_dir is not None and Path(data_dir).is_dir():
-        classes = (run or {}).get("classes") or ("Benign", "Early", "Pre", "Pro")
-        test = load_labelled(data_dir, classes, split_file, "test", limit=count)
-        return list(test.paths), f"test split ({len(test)} images)"
-    return [], "synthetic"
+    data_dir = data or Path(record.data.get("dir", ""))
+    split_file = run_dir / "split.json"
+    if not data_dir.is_dir():
+        raise ValueError(f"the run's dataset {str(data_dir)!r} is not here; pass --data DIR "
+                         "(export checks parity on the test images and sets the input checks "
+                         "on the training images)")
+    if not split_file.is_file():
+        raise ValueError(f"{split_file} is missing")
+    test = load_labelled(data_dir, record.classes, split_file, "test", limit=parity_count)
+    train = load_labelled(data_dir, record.classes, split_file, "train")
+    return test.decode(), f"test split ({len(test)} images)", train.decode()
+
+
+def export_command(
+    source: Annotated[Path, typer.Argument(
+        show_default=False, help="A training run folder (model.keras, run.json, split.json).")],
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", show_default=False,
+        help="Output .onnx (default: model.onnx in the run folder).")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="Dataset folder of the run (default: run.json's).")] = None,
+    parity_images: Annotated[int, typer.Option(
+        min=1, help="Test images for the Keras/ONNX parity check.")] = 32,
+    tolerance: Annotated[float, typer.Option(
+        min=0.0, help="Max |probability difference| against Keras.")] = 1e-4,
+    review_below: Annotated[Optional[float], typer.Option(
+        min=0.0, max=1.0, show_default=False,
+        help="Review threshold to store in the contract (default: the one training "
+             "calibrated on the validation split).")] = None,
+    input_checks: Annotated[bool, typer.Option(
+        "--input-checks/--no-input-checks",
+        help="Set the blank / no-stain / unlike-training checks on the training images.")
+    ] = True,
+    triton: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="Also write a Triton model repository here.")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing output file.")] = False,
+) -> None:
+    """Export a trained classifier to one ONNX file that takes raw RGB pixels.
+
+    The file holds the preprocessing (resize, normalisation, stain mask), the network, the
+    calibrated softmax and the input checks; its contract describes them. It is checked
+    (onnx.checker, ONNX Runtime, parity with Keras on real test images) before it is written.
+    """
+    with reported(ValueError):
+        from leukedge.runtime.run_record import RunRecord
+
+        keras_path, run_file = resolve_run(source)
+        record = RunRecord.read(run_file)
+        target = out or keras_path.with_suffix(".onnx")
+        if target.exists() and not overwrite:
+            raise ValueError(f"{target} exists; choose another --out or pass --overwrite")
+        parity, where, train_pixels = load_run_images(record, keras_path.parent, data,
+                                                      parity_images)
+    need("tensorflow", "train", "Exporting")
+    need("tf2onnx", "train", "Exporting")
+    from .native_logs import quiet_tensorflow
+
+    quiet_tensorflow()
+    from leukedge.export.onnx_export import export_keras
+    from leukedge.train import load_model
+
+    with reported(ValueError):
+        result = export_keras(load_model(keras_path), target, record, parity_images=parity,
+                              parity_source=where,
+                              train_images=train_pixels if input_checks else (),
+                              review_below=review_below, tolerance=tolerance)
+    _print_summary(result, record, keras_path.parent)
+    if triton is not None:
+        from leukedge.export.triton import write_triton_repository
+
+        with reported(ValueError, OSError):
+            folder = write_triton_repository(result.path, triton)
+        typer.echo(f"Triton model repository: {folder}")
+    raise typer.Exit(EXIT_OK)
+
+
+def _print_summary(result, record, run_dir: Path) -> None:
+    c = result.contract
+    typer.echo(f"Wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, "
+               f"{result.n_parameters / 1e6:.2f} M parameters, {result.seconds:.1f} s)")
+    typer.echo(f"Input: uint8 RGB of any size, resized in the model to "
+               f"{c.preprocessing.input_size[0]}x{c.preprocessing.input_size[1]}; outputs: "
+               f"{', '.join(c.outputs)}")
+    typer.echo(f"Parity vs Keras: {result.parity.describe()}")
+    s = c.sanity
+    typer.echo(f"Review: confidence < {c.review_below:g}; input checks: contrast >= "
+               f"{s.min_contrast:g}, stain coverage >= {s.min_stain_coverage:g}, ood score <= "
+               f"{s.max_ood_score if s.max_ood_score is not None else '-'}")
+    data_dir = record.data.get("dir", "DATA_DIR")
+    typer.echo(f"Next: leukedge quantize {result.path} --data {data_dir} "
+               f"--split-manifest {run_dir / 'split.json'}")
 
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge export` to the app."""
+    app.command("export")(export_command)
 
-    @app.command("export")
-    def export_cmd(
-        source: Path = typer.Argument(..., help="A training run folder (model.keras, run.json, "
-                                      "split.json) or a .keras file."),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output .onnx (default: "
-                                           "model.onnx beside the .keras file)."),
-        opset: int = typer.Option(17, "--opset", help="ONNX opset: 17 or 18 (20 fails in tf2onnx 1.17)."),
-        parity_count: int = typer.Option(16, "--parity-images", help="Test-split images for the "
-                                         "Keras/ONNX parity check; 0 = 8 synthetic images."),
-        data: Optional[Path] = typer.Option(None, "--data", help="Dataset folder holding the "
-                                            "split's images (default: run.json's data.dir)."),
-        images: Optional[list[Path]] = typer.Option(None, "--images", help="Use these images "
-                                                    "(files or folders) for parity instead."),
-        tolerance: float = typer.Option(1e-4, "--tolerance", help="Max |probability difference| "
-                                        "against Keras."),
-        review_below: float = typer.Option(0.0, "--review-below", min=0.0, max=1.0,
-                                           help="Recommended confidence under which `leukedge "
-                                                "infer` flags a prediction for review (stored in "
-                                                "the contract)."),
-    ) -> None:
-        """Export a Keras hybrid to a checked ONNX model with its contract.
-
-        Embeds the contract, runs onnx.checker, loads the result in ONNX Runtime and checks parity
-        against Keras on real test images (max |dp| <= 1e-4, same top-1) before writing atomically.
-        Refuses, before converting, a model whose conversion would not fit in memory.
-        """
-        try:
-            keras_path, run, split_file = resolve_source(source)
-            sources, where = parity_sources(run, split_file, data, images, parity_count)
-        except ValueError as e:
-            fail(str(e), 2)
-        if review_below:
-            if run is None:
-                fail("--review-below needs the run folder's run.json beside the model", 2)
-            run = {**run, "review_below": review_below}
-        if not (importlib.util.find_spec("tensorflow") and importlib.util.find_spec("tf2onnx")):
-            fail(TRAIN_HINT, 2)
-        _run_export(keras_path, run, out or keras_path.with_suffix(".onnx"), sources, where,
-                    opset, tolerance)
-
-
-def _run_export(keras_path: Path, run, out: Path, sources, where: str, opset: int,
-                tolerance: float) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from leukedge.export import ExportError, export_keras
-    from leukedge.train import load_model
-
-    if run is None:
-        typer.echo(f"Warning: no run.json beside {keras_path}: default classes and "
-                   "preprocessing, no provenance or metrics in the contract.", err=True)
-    try:
-        model = load_model(keras_path)
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # the no-run.json warning, said above
-            result = export_keras(model, out, run, parity_images=sources, parity_source=where,
-                                  opset=opset, tolerance=tolerance)
-    except (ExportError, ValueError) as e:
-        fail(str(e), 1)
-    c = result.contract
-    typer.echo(f"Wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, opset {opset}, "
-               f"{result.n_parameters / 1e6:.2f} M parameters, {result.seconds:.1f} s)")
-    typer.echo(f"Contract: classes {list(c.classes)}, inputs {[i.name for i in c.inputs]}, "
-               f"output {c.output_name!r}, input size {list(c.preprocessing.input_size)}")
-    typer.echo(f"Parity vs Keras: {result.parity.describe()}")
-    data_dir = (run or {}).get("data", {}).get("dir")
-    split = keras_path.parent / "split.json"
-    gate = (f" --data {data_dir} --split-manifest {split}" if data_dir and split.is_file()
-            else " --calib CALIB_DIR --data LABELLED_DIR")
-    typer.echo(f"Next: leukedge quantize {result.path}{gate}")

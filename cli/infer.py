@@ -1,4 +1,4 @@
-"""`leukedge infer`: classify smear images with a leukedge ONNX model (ONNX Runtime, no TensorFlow).
+"""`leukedge infer`: classify smear images with a leukedge model (ONNX Runtime, no TensorFlow).
 
 Only Typer and the standard library are imported at module level; numpy, OpenCV and onnxruntime
 are imported inside the command, so `leukedge --help` stays fast and TensorFlow is never touched.
@@ -6,39 +6,45 @@ are imported inside the command, so `leukedge --help` stays fast and TensorFlow 
 
 from __future__ import annotations
 
-import enum
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, List, Optional
+from typing import Annotated, Any, List, Optional
 
 import typer
 
-from .errors import fail
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, reported
+from .options import OutputFormat, Provider
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 PROGRESS_MIN_IMAGES = 8  # a progress bar for a handful of images is noise
 
-HELP = ("Classify blood-smear images; one result per input, in input order.\n\n"
-        "A bad input (missing, empty, truncated, not an image, grayscale, 16-bit) never stops the "
-        "run: its row carries an error naming the file and the reason.")
-EPILOG = ("Exit codes: 0 = every input was classified; 1 = some inputs failed (their rows carry "
-          "an error naming the file and the reason); 2 = usage error or unusable model (missing, "
-          "corrupt, no leukedge contract, provider not available).")
+HELP = """Classify blood-smear images; one result per input, in input order.
+
+A bad input (missing, empty, truncated, not an image, grayscale, 16-bit, too large) never
+stops the run: its row carries an error naming the file and the reason. Predictions under the
+review threshold, and images that fail the model's input checks (blank, no stained cells,
+unlike the training images), are flagged for review with the reason."""
+EPILOG = ("Exit codes: 0 = every input was classified; 1 = some inputs failed or folders "
+          "could not be read (named on stderr); 2 = usage error or unusable model.")
 
 
-class OutputFormat(str, enum.Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
+@dataclass
+class InferOptions:
+    """The command's options, checked once at the boundary."""
 
-
-class Provider(str, enum.Enum):
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
+    paths: list[str]
+    model: Optional[str]
+    provider: str
+    threads: Optional[int]
+    batch_size: int
+    fmt: str
+    output: Optional[Path]
+    review_below: Optional[float]
+    overlay_dir: Optional[Path]
+    recursive: bool
+    max_pixels: int
 
 
 @dataclass
@@ -47,6 +53,8 @@ class _Tally:
     failed: int = 0
     review: int = 0
     overlay_failed: int = 0
+    listing_problems: int = 0
+    notes: list = field(default_factory=list)
 
 
 def register(app: typer.Typer) -> None:
@@ -54,177 +62,211 @@ def register(app: typer.Typer) -> None:
     app.command("infer", help=HELP, epilog=EPILOG)(infer)
 
 
+def _read_stdin_paths() -> list[str]:
+    return [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
 
-def _collect_inputs(paths: List[str], recursive: bool) -> list:
-    """Expand PATHs (files, folders, globs); a pattern or folder that yields nothing is reported."""
-    from leukedge.runtime.preprocess import list_images
 
-    sources = []
+def collect_inputs(paths: List[str], recursive: bool) -> tuple[list, list]:
+    """(image paths, listing problems); `-` reads paths from stdin, one per line."""
+    from leukedge.runtime.files import find_images
+
+    expanded: list[str] = []
     for raw in paths:
-        found = list_images([raw], recursive=recursive)
-        if not found:
-            typer.echo(f"Warning: no images in {raw!r} (folders list .jpg/.jpeg/.png/.tif/.tiff/.bmp"
-                       f"{'' if recursive else '; add --recursive for subfolders'})", err=True)
-        sources.extend(found)
-    if not sources:
-        fail(f"no images found in {', '.join(paths)}", EXIT_USAGE)
-    return sources
+        expanded.extend(_read_stdin_paths() if raw == "-" else [raw])
+    sources, problems = [], []
+    for raw in expanded:
+        listing = find_images([raw], recursive=recursive)
+        problems.extend(listing.problems)
+        if not listing.paths and not listing.problems:
+            typer.echo(f"Warning: no images in {raw!r} (folders list .jpg/.jpeg/.png/.tif/.tiff/"
+                       f".bmp{'' if recursive else '; add --recursive for subfolders'})", err=True)
+        sources.extend(listing.paths)
+    return _unique(sources), problems
 
 
-def _check_destinations(output: Optional[Path], overlay_dir: Optional[Path]) -> None:
-    if output is not None and output.is_dir():
-        fail(f"--output {output} is a folder; give a file name", EXIT_USAGE)
-    if overlay_dir is not None:
+def _unique(paths: list) -> list:
+    import os
+
+    seen, out = set(), []
+    for p in paths:
         try:
-            overlay_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            fail(f"--overlay-dir {overlay_dir}: cannot create the folder ({e.strerror or e})",
-                 EXIT_USAGE)
+            key = os.path.realpath(p)
+        except (OSError, ValueError):
+            key = str(p)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
 
 
-def _open_classifier(model: Optional[Path], provider: str, threads: Optional[int],
-                     review_below: Optional[float]) -> Any:
+def open_classifier(model: Optional[str], provider: str, threads: Optional[int],
+                    review_below: Optional[float]) -> Any:
     """The Classifier, or exit 2 with the reason (never a traceback) when the model is unusable."""
     from leukedge.runtime.classifier import Classifier
-    from leukedge.runtime.contract import ContractError
-    from leukedge.runtime.session import RuntimeSetupError
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        try:
+        with reported(ValueError):
             classifier = Classifier(model, provider=provider, threads=threads,
                                     review_below=review_below)
-        except (FileNotFoundError, RuntimeSetupError, ContractError, ValueError) as e:
-            fail(str(e), EXIT_USAGE)
     for w in caught:
         if issubclass(w.category, (UserWarning, RuntimeWarning)):
             typer.echo(f"Warning: {w.message}", err=True)
     return classifier
 
 
-def _write_overlay(classifier: Any, path: Path, result: Any, tally: _Tally) -> None:
+def provenance(classifier: Any) -> dict:
+    """What every row says about the model that made it."""
+    from leukedge.runtime.contract import leukedge_version
+    from leukedge.runtime.files import sha256_file
+    from leukedge.runtime.models import bundled_models
+
+    path = classifier.model_path
+    name = next((n for n, p in bundled_models().items() if p == path), path.name)
+    return {"model": name, "model_sha256": sha256_file(path),
+            "precision": classifier.contract.precision, "leukedge_version": leukedge_version()}
+
+
+def _write_overlay(path: Path, result: Any, tally: _Tally) -> Optional[str]:
     from leukedge.runtime.overlay import write_overlay
 
     try:
-        write_overlay(path, result.image, classifier.spec.hsv_mask, result.prediction)
-    except OSError as e:
+        write_overlay(path, result.image, result.mask, result.prediction)
+        return str(path)
+    except Exception as e:  # a full disk, a permission, an odd image: note it and go on
         tally.overlay_failed += 1
         typer.echo(f"Warning: overlay of {result.source} not written ({e})", err=True)
+        return None
 
 
-def _classify(classifier: Any, sources: list, fmt: str, batch_size: int,
-              overlay_dir: Optional[Path], emit: Callable[[str], Any]) -> _Tally:
+def classify_and_emit(classifier: Any, sources: list, opts: InferOptions, emit,
+                      shorten: bool) -> _Tally:
     """Run the pipeline, emit one line per input in order, write overlays; return the counts."""
     from leukedge.runtime.overlay import overlay_names
     from leukedge.runtime.pipeline import classify_files
 
-    from .output import RowFormatter
+    from .output import RowFormatter, utc_now
 
-    formatter = RowFormatter(fmt, classifier.classes, [str(s) for s in sources])
+    formatter = RowFormatter(opts.fmt, classifier.classes, [str(s) for s in sources], shorten)
     header = formatter.header()
     if header is not None:
         emit(header)
-    names = overlay_names(sources) if overlay_dir is not None else []
-    tally = _Tally(total=len(sources))
+    names = overlay_names(sources) if opts.overlay_dir is not None else []
+    tally, common = _Tally(total=len(sources)), provenance(classifier)
     show = sys.stderr.isatty() and len(sources) > PROGRESS_MIN_IMAGES
-    results = classify_files(classifier, sources, batch_size=batch_size,
-                             keep_images=overlay_dir is not None)
+    results = classify_files(classifier, sources, batch_size=opts.batch_size,
+                             keep_images=opts.overlay_dir is not None,
+                             max_pixels=opts.max_pixels)
     with typer.progressbar(length=len(sources), label="Classifying", file=sys.stderr,
                            hidden=not show) as bar:
         for i, result in enumerate(results):
             tally.failed += not result.ok
             tally.review += bool(result.ok and result.prediction.needs_review)
-            if overlay_dir is not None and result.ok:
-                _write_overlay(classifier, overlay_dir / names[i], result, tally)
-            emit(formatter.line(result.to_dict()))
+            overlay = None
+            if opts.overlay_dir is not None and result.ok:
+                overlay = _write_overlay(opts.overlay_dir / names[i], result, tally)
+            emit(formatter.line({**result.to_dict(), "overlay": overlay, "timestamp": utc_now(),
+                                 **common}))
             bar.update(1)
     return tally
-
-
-def _keep_freed_memory() -> None:
-    """Ask glibc to keep freed memory instead of returning it to the OS after every image.
-
-    Each image makes a few 200-600 KB temporaries; glibc's default thresholds hand them back to
-    the OS and fault them in again. The same thresholds set through the environment
-    (MALLOC_TRIM_THRESHOLD_/MALLOC_MMAP_THRESHOLD_) took 650 images from 3.86-4.54 s to
-    3.26-3.63 s here; set this late, at command start, the gain was smaller and within this
-    machine's noise. A process-wide setting, so the command sets it, not the library. Elsewhere
-    than glibc this does nothing.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        libc.mallopt(m_trim_threshold, 64 << 20)
-        libc.mallopt(m_mmap_threshold, 64 << 20)
-    except (OSError, AttributeError):  # musl or another libc without mallopt
-        pass
 
 
 def _summary(tally: _Tally, seconds: float, review_below: float) -> str:
     done = tally.total - tally.failed
     rate = tally.total / seconds if seconds > 0 else float("inf")
     text = (f"{done}/{tally.total} images classified in {seconds:.2f} s ({rate:.0f} images/s); "
-            f"{tally.failed} failed; {tally.review} need review (confidence < {review_below:g})")
+            f"{tally.failed} failed; {tally.review} need review (confidence < {review_below:g}, "
+            "or an input check failed)")
     if tally.overlay_failed:
         text += f"; {tally.overlay_failed} overlays not written"
+    if tally.listing_problems:
+        text += f"; {tally.listing_problems} folders could not be read"
     return text
+
+
+def _check_options(opts: InferOptions) -> None:
+    from leukedge.runtime.session import check_threads
+
+    with reported(ValueError):
+        check_threads(opts.threads)
+    if opts.overlay_dir is not None:
+        try:
+            opts.overlay_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            fail(f"--overlay-dir {opts.overlay_dir}: cannot create the folder "
+                 f"({e.strerror or e})", EXIT_USAGE)
+
+
+def run(opts: InferOptions) -> int:
+    """The whole command; returns its exit code."""
+    from .destination import Destination
+
+    _check_options(opts)
+    sources, problems = collect_inputs(opts.paths, opts.recursive)
+    for where, reason in problems:
+        typer.echo(f"Error: {where}: {reason}", err=True)
+    if not sources:
+        fail(f"no images found in {', '.join(opts.paths)}", EXIT_USAGE if not problems
+             else EXIT_FAILED)
+    with reported(ValueError):
+        destination = Destination.open(opts.output)
+    threads = opts.threads
+    if threads is None and len(sources) > opts.batch_size:
+        threads = 1  # whole batches side by side beat intra-op threads (runtime.pipeline)
+    try:
+        classifier = open_classifier(opts.model, opts.provider, threads, opts.review_below)
+        started = time.perf_counter()
+        shorten = opts.output is None and sys.stdout.isatty()
+        tally = classify_and_emit(classifier, sources, opts, destination.write, shorten)
+        destination.commit()
+    except BaseException:
+        destination.discard()
+        raise
+    tally.listing_problems = len(problems)
+    typer.echo(_summary(tally, time.perf_counter() - started, classifier.review_below), err=True)
+    failed = tally.failed or tally.overlay_failed or tally.listing_problems
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def infer(
     paths: Annotated[List[str], typer.Argument(
         metavar="PATH...", show_default=False,
-        help="Image files, folders or glob patterns (JPEG, PNG, TIFF, BMP).")],
-    model: Annotated[Optional[Path], typer.Option(
-        "--model", "-m", help="ONNX model with a leukedge contract (default: the bundled int8 model).",
-        show_default=False)] = None,
+        help="Image files, folders or glob patterns (JPEG, PNG, TIFF, BMP); - reads paths "
+             "from standard input, one per line.")],
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", show_default=False,
+        help="A bundled model's name (see `leukedge models`) or an ONNX file with a leukedge "
+             "contract. Default: the bundled 'default' model.")] = None,
     provider: Annotated[Provider, typer.Option(
-        help="auto: CUDA when onnxruntime-gpu has a working GPU, else CPU; cuda: fail without it.")
-    ] = Provider.auto,
+        help="auto: CUDA when onnxruntime-gpu has a working GPU, else CPU; cuda: fail without "
+             "it.")] = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(
-        min=1, help="ONNX Runtime threads per model run. Default: 1 when there is more than one "
-                    "batch (batches then run side by side, one per CPU), else the CPUs this "
-                    "process may use (at most 8).",
-        show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per model run.")] = 16,
+        show_default=False,
+        help="ONNX Runtime threads per model run (1-256). Default: 1 when there is more than "
+             "one batch (batches then run side by side, one per CPU), else the CPUs this "
+             "process may use (at most 8).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Images per model run.")] = 16,
     fmt: Annotated[OutputFormat, typer.Option(
         "--format", "-f", help="table, json (JSON Lines, one object per input) or csv.")
     ] = OutputFormat.table,
     output: Annotated[Optional[Path], typer.Option(
-        "--output", "-o", help="Write the results to this file (atomically) instead of stdout.",
-        show_default=False)] = None,
+        "--output", "-o", show_default=False,
+        help="Write the results to this file (atomically, keeping an existing file's "
+             "permissions) or stream them to a device or FIFO, instead of stdout.")] = None,
     review_below: Annotated[Optional[float], typer.Option(
         min=0.0, max=1.0, show_default=False,
-        help="Flag predictions under this confidence for review (default: the model's contract).")
-    ] = None,
+        help="Flag predictions under this confidence for review (default: the model's "
+             "calibrated threshold).")] = None,
     overlay_dir: Annotated[Optional[Path], typer.Option(
-        help="Write a PNG per image with the HSV mask outline and the prediction.",
-        show_default=False)] = None,
+        show_default=False,
+        help="Write a PNG per image with the stain mask outline and the prediction.")] = None,
     recursive: Annotated[bool, typer.Option(
         "--recursive", "-r", help="Descend into subfolders (and ** in glob patterns).")] = False,
+    max_pixels: Annotated[int, typer.Option(
+        min=1, help="Refuse images whose header declares more pixels than this.")
+    ] = 50_000_000,
 ) -> None:
     """Classify blood-smear images; one result per input, in input order (see HELP)."""
-    _keep_freed_memory()
-    sources = _collect_inputs(paths, recursive)
-    _check_destinations(output, overlay_dir)
-    if threads is None and len(sources) > batch_size:
-        threads = 1  # whole batches side by side beat intra-op threads (runtime.pipeline)
-    classifier = _open_classifier(model, provider.value, threads, review_below)
-    lines: list[str] = []
-    emit = lines.append if output is not None else typer.echo
-    started = time.perf_counter()
-    tally = _classify(classifier, sources, fmt.value, batch_size, overlay_dir, emit)
-    if output is not None:
-        from leukedge.runtime.files import atomic_write_text
-
-        try:
-            atomic_write_text(output, "".join(line + "\n" for line in lines))
-        except OSError as e:
-            fail(f"--output {output}: cannot write ({e.strerror or e})", EXIT_USAGE)
-    typer.echo(_summary(tally, time.perf_counter() - started, classifier.review_below), err=True)
-    failed = tally.failed or tally.overlay_failed
-    raise typer.Exit(EXIT_SOME_FAILED if failed else EXIT_OK)
+    opts = InferOptions(list(paths), model, provider.value, threads, batch_size, fmt.value,
+                        output, review_below, overlay_dir, recursive, max_pixels)
+    raise typer.Exit(run(opts))

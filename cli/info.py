@@ -1,102 +1,146 @@
-"""`leukedge info`: show a model's leukedge contract, file size and sha256 (no TensorFlow, no onnx)."""
+"""`leukedge info`: a model's contract as a readable report (no TensorFlow, no onnx).
+
+Shows any leukedge model, also one this version cannot run (a schema-1 model of leukedge 0.1,
+or a file whose graph does not match its contract), and says so; the exit code tells whether
+`leukedge infer` would accept it.
+"""
 
 from __future__ import annotations
 
-import enum
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
 import typer
 
-from .errors import fail
+from .errors import EXIT_OK, EXIT_USAGE, reported
+from .options import TableOrJson
 
-EXIT_USAGE = 2
-
-
-class InfoFormat(str, enum.Enum):
-    table = "table"
-    json = "json"
+EPILOG = ("Exit codes: 0 = a model this leukedge can run; 2 = not a readable leukedge model, or "
+          "one it cannot run (the report says why).")
 
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge info` to the app."""
-    app.command("info", epilog="Exit codes: 0 = shown; 2 = not a readable leukedge model.")(info)
+    app.command("info", epilog=EPILOG)(info)
 
 
-def _compact(value) -> str:
-    if value in (None, {}, []):
-        return "-"
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
     if isinstance(value, dict):
-        return ", ".join(f"{k}={_compact(v) if isinstance(v, (dict, list)) else v}"
-                         for k, v in value.items())
-    return json.dumps(value, ensure_ascii=False)
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in value.items() if v not in (None, {}, []))
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_fmt(v) for v in value)
+    return str(value)
 
 
-def _inputs_text(inputs: list) -> str:
-    parts = []
-    for spec in inputs:
-        shape = ",".join("N" if d is None else str(d) for d in spec["shape"])
-        parts.append(f"{spec['name']} [{shape}] {spec['dtype']} {spec['layout']} ({spec['content']})")
-    return "; ".join(parts)
-
-
-def _preprocessing_text(pre: dict) -> tuple[str, str]:
+def _pre_lines(pre: dict) -> list[tuple[str, str]]:
     h, w = pre["input_size"]
-    pixels = (f"{h}x{w} {pre.get('channel_order', 'RGB')} {pre.get('layout', 'NHWC')}, "
-              f"x * {pre['scale']:.6g} + {pre.get('offset', 0):g}; resize: {pre.get('resize', '?')}")
-    m = pre["hsv_mask"]
-    mask = (f"{m['h_min']:g} <= H <= {m['h_max']:g}, S >= {m['s_min']:g}, V >= {m['v_min']:g} "
-            f"(HSV on [0, 1], tolerance {m.get('tolerance', 0):g})")
-    return pixels, mask
+    mask = pre.get("hsv_mask", {})
+    lines = [("input", f"image: uint8 [N, H, W, 3] {pre.get('input_channel_order', 'RGB')}, any "
+                       f"size; resized inside the model to {h}x{w} ({pre.get('resize', '?')})"),
+             ("normalisation", f"(x - {_fmt(pre.get('mean'))}) / {_fmt(pre.get('std'))} on "
+                               f"0-255, {pre.get('network_channel_order', 'RGB')} order")]
+    if mask:
+        use = "network input" if pre.get("masked_input") else "reported, not a network input"
+        lines.append(("stain mask", f"{mask['h_min']:g} <= H <= {mask['h_max']:g}, S >= "
+                                    f"{mask['s_min']:g}, V >= {mask['v_min']:g} on [0, 1] ({use})"))
+    return lines
 
 
-def _table(path: Path, size: int, digest: str, c: dict) -> list[tuple[str, str]]:
-    pixels, mask = _preprocessing_text(c["preprocessing"])
-    return [
-        ("file", str(path)),
-        ("size", f"{size / 1e6:.1f} MB ({size:,} bytes)"),
-        ("sha256", digest),
-        ("schema", f"{c.get('schema', '?')} v{c['schema_version']}"),
-        ("classes", ", ".join(c["classes"])),
-        ("precision", c["precision"]),
-        ("backbone", c.get("backbone", "unknown")),
-        ("inputs", _inputs_text(c["inputs"])),
-        ("output", f"{c['output']['name']} ({c['output'].get('kind', '')})"),
-        ("preprocessing", pixels),
-        ("hsv mask", mask),
-        ("review below", f"{c.get('review_below', 0.0):g}"),
-        ("leukedge", f"{c.get('leukedge_version', '?')} (created {c.get('created') or '?'})"),
-        ("model", _compact(c.get("model"))),
-        ("provenance", _compact(c.get("provenance"))),
-        ("quantization", _compact(c.get("quantization"))),
-        ("metrics", _compact(c.get("metrics"))),
+def _metrics_line(m: Optional[dict]) -> str:
+    if not m:
+        return "-"
+    parts = [f"accuracy {m['accuracy']:.2%}" if "accuracy" in m else "",
+             f"cost/image {m['cost_per_sample']:.3f}" if "cost_per_sample" in m else "",
+             f"macro F1 {m['macro_f1']:.4f}" if "macro_f1" in m else "",
+             f"n={m['n']}" if "n" in m else ""]
+    return ", ".join(p for p in parts if p) or "-"
+
+
+def _review_line(c: dict) -> str:
+    s = c.get("sanity") or {}
+    checks = [f"contrast >= {s['min_contrast']:g}" if s.get("min_contrast") else "",
+              f"stain coverage >= {s['min_stain_coverage']:g}" if s.get("min_stain_coverage") else "",
+              f"ood score <= {s['max_ood_score']:g}" if s.get("max_ood_score") else ""]
+    checks = [x for x in checks if x]
+    return (f"confidence below {c.get('review_below', 0):g}; input checks: "
+            f"{', '.join(checks) if checks else 'none'}")
+
+
+def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[str]
+                ) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(section, [(key, value)]) of the readable report."""
+    version = c.get("schema_version")
+    model = [("file", str(path)), ("size", f"{size / 1e6:.1f} MB"), ("sha256", digest),
+             ("precision", str(c.get("precision"))), ("backbone", str(c.get("backbone"))),
+             ("made by", f"leukedge {c.get('leukedge_version', '?')}, {c.get('created') or '?'}, "
+                         f"contract schema {version}"),
+             ("usable here", "yes" if usable is None else f"no: {usable}")]
+    sections = [("Model", model), ("Classes", [("classes", ", ".join(c.get("classes", [])))])]
+    if version == 1:
+        return sections
+    calibration = c.get("calibration") or {}
+    sections += [
+        ("Preprocessing (inside the model)", _pre_lines(c["preprocessing"])),
+        ("Outputs", [(o["name"], o.get("meaning", "")) for o in c.get("outputs", [])]),
+        ("Review", [("flagged when", _review_line(c)),
+                    ("temperature", f"{c.get('temperature', 1.0):.4g} (ECE "
+                                    f"{_fmt(calibration.get('ece_before'))} -> "
+                                    f"{_fmt(calibration.get('ece_after'))}, fitted on "
+                                    f"{calibration.get('fitted_on', '?')})")]),
+        ("Metrics", [("test", _metrics_line(c.get("metrics")))]),
+        ("Weights", [("initial", _fmt(c.get("weights") or {}) or "-")]),
+        ("Provenance", [(k, _fmt(v)) for k, v in (c.get("provenance") or {}).items()
+                        if k in ("data_manifest_sha256", "split_manifest_sha256", "seed",
+                                 "run_id", "keras_sha256", "parent_sha256", "parent_precision")]),
     ]
+    if c.get("quantization"):
+        q = c["quantization"]
+        keys = ("method", "weight_type", "per_channel", "reduce_range", "calib_size",
+                "checks_passed", "scope")
+        sections.append(("Quantization", [(k, _fmt(q[k])) for k in keys if k in q]))
+    return sections
+
+
+def _usable(path: Path) -> Optional[str]:
+    """None when `leukedge infer` would accept the model, else why not."""
+    from leukedge.runtime.classifier import Classifier
+    from leukedge.runtime.errors import LeukedgeError
+
+    try:
+        Classifier(path, provider="cpu", threads=1)
+    except (LeukedgeError, ValueError) as e:
+        return str(e).replace(f"{path}: ", "")
+    return None
 
 
 def info(
-    model: Annotated[Path, typer.Argument(help="An ONNX model file.", show_default=False)],
-    fmt: Annotated[InfoFormat, typer.Option("--format", "-f", help="table or json.")
-                   ] = InfoFormat.table,
+    model: Annotated[Optional[str], typer.Argument(
+        show_default=False, help="An ONNX file, or a bundled model's name. Default: the bundled "
+                                 "'default' model.")] = None,
+    fmt: Annotated[TableOrJson, typer.Option(
+        "--format", "-f", help="table (a readable report) or json.")] = TableOrJson.table,
 ) -> None:
-    """Show a model's leukedge contract, file size and sha256.
-
-    The contract: classes, inputs, preprocessing, HSV mask, precision, provenance, metrics.
-    """
-    from leukedge.runtime.contract import ContractError, read_contract
+    """Show a model's contract: classes, preprocessing, review rules, metrics, provenance."""
+    from leukedge.runtime.contract import contract_document
     from leukedge.runtime.files import sha256_file
-    from leukedge.runtime.session import RuntimeSetupError
+    from leukedge.runtime.models import resolve_model
 
-    try:
-        contract = read_contract(model)
-    except (ContractError, RuntimeSetupError) as e:
-        fail(str(e), EXIT_USAGE)
-    size, digest, as_dict = model.stat().st_size, sha256_file(model), contract.to_dict()
-    if fmt is InfoFormat.json:
-        typer.echo(json.dumps({"path": str(model), "size_bytes": size, "sha256": digest,
-                               "contract": as_dict}, indent=2, ensure_ascii=False))
-        return
-    rows = _table(model, size, digest, as_dict)
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        typer.echo(f"{key:<{width}}  {value}")
+    with reported():
+        path = resolve_model(model)
+        document = contract_document(path)
+    usable = _usable(path)
+    size, digest = path.stat().st_size, sha256_file(path)
+    if fmt is TableOrJson.json:
+        typer.echo(json.dumps({"path": str(path), "size_bytes": size, "sha256": digest,
+                               "usable": usable is None, "problem": usable,
+                               "contract": document}, indent=2, ensure_ascii=False))
+    else:
+        for title, rows in report_rows(path, size, digest, document, usable):
+            typer.echo(title)
+            width = max((len(k) for k, _ in rows), default=0)
+            for key, value in rows:
+                typer.echo(f"  {key:<{width}}  {value}")
+    raise typer.Exit(EXIT_OK if usable is None else EXIT_USAGE)

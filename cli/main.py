@@ -7,20 +7,40 @@ tf2onnx and onnx are imported inside the commands that need them, so `leukedge -
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
-from . import bench, compare, export, infer, info, quantize, train
+from . import bench, compare, export, infer, info, models, quantize, train
 
 app = typer.Typer(
     name="leukedge",
-    help="Leukemia-subtype blood-smear classifiers: train (Keras), export/quantize (ONNX), "
-         "and infer on the microscope PC (ONNX Runtime, no TensorFlow).",
+    help="Leukemia-subtype blood-smear classifiers: train (Keras), export and quantize (one-file "
+         "ONNX models that take raw pixels), and infer on the microscope PC (ONNX Runtime, no "
+         "TensorFlow).",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
-for _module in (infer, info, train, export, quantize, compare, bench):
+
+def _version(value: bool) -> None:
+    if value:
+        from leukedge.runtime.contract import leukedge_version
+
+        typer.echo(f"leukedge {leukedge_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_version, is_eager=True, help="Show the version and exit.")] = None,
+) -> None:
+    """Leukemia-subtype blood-smear classifiers (see `leukedge COMMAND --help`)."""
+
+
+for _module in (infer, info, models, train, export, quantize, compare, bench):
     _module.register(app)
 
 

