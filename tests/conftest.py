@@ -1,35 +1,33 @@
-"""Shared fixtures: a tiny contract-honouring ONNX model (built with onnx.helper) and real smears.
+"""Shared fixtures: tiny one-file models (built with onnx.helper around the real preprocessing
+graph) and real smears.
 
-``make_tiny_onnx`` lives in tests/onnx_builders.py; this file puts tests/ on ``sys.path`` so test
-modules can also ``from onnx_builders import make_tiny_onnx`` directly.
+The helper modules (onnx_builders, dataset_builders) are importable by name because
+pyproject.toml puts tests/ on pytest's ``pythonpath``.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-from dataset_builders import ALL_DATA, CLASSES, real_images  # noqa: E402
-from onnx_builders import make_tiny_onnx as _make_tiny_onnx  # noqa: E402
+from dataset_builders import ALL_DATA, CLASSES, real_images
+from onnx_builders import make_tiny_onnx as _make_tiny_onnx
 
 DATA_ROOT = ALL_DATA / "Original"  # ../shared/data/ALL beside the checkout, or $LEUKEDGE_ALL_DATA
+NO_DATA = (f"the ALL images are not at {DATA_ROOT} (put ../shared/data/ALL beside the checkout "
+           "or set LEUKEDGE_ALL_DATA)")
 
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory) -> Path:
-    """A two-input tiny model (32x32 inputs, 4 classes, review_below 0.0), shared by the session."""
+    """An image-only tiny model (32x32 network, 4 classes, review_below 0.0), shared."""
     return _make_tiny_onnx(tmp_path_factory.mktemp("tiny_model") / "tiny.onnx")
 
 
 @pytest.fixture(scope="session")
 def make_tiny_onnx():
-    """The builder itself: ``make_tiny_onnx(path, **contract_overrides) -> Path``."""
+    """The builder itself: ``make_tiny_onnx(path, **options) -> Path``."""
     return _make_tiny_onnx
 
 
@@ -38,5 +36,5 @@ def sample_images() -> list[Path]:
     """Two real smear JPEGs per class (8 paths); skips when the dataset is not on this machine."""
     paths = real_images(per_class=2)
     if len(paths) < 2 * len(CLASSES):
-        pytest.skip(f"real smear images not found under {DATA_ROOT}")
+        pytest.skip(NO_DATA)
     return paths

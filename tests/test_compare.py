@@ -13,13 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.cli.main import app
-from leukedge.export import bench_model, compare_candidates, compare_models, load_labelled, render
-from leukedge.export.compare import Candidate
-from leukedge.export.report import COLUMNS, FORMATS, write_report
-from leukedge.runtime.preprocess import PreprocessSpec
+from leukedge.runtime.evaluation.benchmark import bench_model
+from leukedge.runtime.evaluation.comparison import Candidate, compare_candidates, compare_models
+from leukedge.runtime.evaluation.comparison_report import COLUMNS, FORMATS, render, write_report
+from leukedge.runtime.evaluation.labelled import load_labelled
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
-SPEC = PreprocessSpec(input_size=(16, 16))
 RGB = {"red": (200, 60, 60), "green": (60, 200, 60), "blue": (60, 60, 200), "dark": (40, 40, 40)}
 # folder (true class) -> colours; the stand-in model says red=Benign, green=Early, blue=Pre, dark=Pro
 LAYOUT = {"Benign": ["red", "red", "green"], "Early": ["green", "green"],
@@ -38,16 +37,17 @@ def colour_data(tmp_path_factory) -> Path:
 
 
 def colour_model(dark_class: int):
-    """One-hot probabilities from the mean colour: brightest channel, or ``dark_class`` if dark."""
-    def predict(images: np.ndarray, masked: np.ndarray) -> np.ndarray:
-        means = images.mean(axis=(1, 2))
+    """One-hot probabilities from the mean colour of uint8 pixels: brightest channel, or
+    ``dark_class`` if dark."""
+    def predict(pixels: np.ndarray) -> np.ndarray:
+        means = pixels.mean(axis=(1, 2)) / 255
         k = np.where(means.max(axis=1) < 0.3, dark_class, means.argmax(axis=1))
         return np.eye(4, dtype=np.float32)[k]
     return predict
 
 
 def _candidate(name: str, dark_class: int) -> Candidate:
-    return Candidate(name=name, predict=colour_model(dark_class), spec=SPEC, classes=CLASSES,
+    return Candidate(name=name, predict=colour_model(dark_class), classes=CLASSES,
                      precision="fp32", provider="cpu", size_bytes=2_000_000)
 
 
@@ -107,15 +107,14 @@ def test_write_report_folder_and_file(colour_data, tmp_path):
 
 
 def test_onnx_models_and_keras_callable_reference(tiny_model_path, make_tiny_onnx, colour_data, tmp_path):
-    half = make_tiny_onnx(tmp_path / "half.onnx", float16=True)
+    other = make_tiny_onnx(tmp_path / "other.onnx", temperature=2.0, precision="fp16")
     labelled = load_labelled(colour_data, CLASSES)
-    keras_like = lambda feeds: colour_model(3)(feeds["image"], feeds["masked_image"])  # noqa: E731
-    table = compare_models([tiny_model_path, half], labelled, keras_predict=keras_like,
+    table = compare_models([tiny_model_path, other], labelled, keras_predict=colour_model(3),
                            iterations=2, warmup=0, provider="cpu")
-    assert [r["model"] for r in table.rows] == ["keras", "tiny.onnx", "half.onnx"]
+    assert [r["model"] for r in table.rows] == ["keras", "tiny.onnx", "other.onnx"]
     assert [r["precision"] for r in table.rows] == ["fp32", "fp32", "fp16"]
     assert table.rows[0]["accuracy"] == pytest.approx(6 / 9)
-    assert table.rows[2]["size_bytes"] == half.stat().st_size
+    assert table.rows[2]["size_bytes"] == other.stat().st_size
 
 
 def test_cli_compare(tiny_model_path, colour_data, tmp_path):
@@ -133,7 +132,7 @@ def test_cli_compare(tiny_model_path, colour_data, tmp_path):
 
 
 BENCH_KEYS = {"model", "size_bytes", "precision", "backbone", "input_size", "provider", "providers",
-              "requested_provider", "fell_back", "threads", "image_source", "preprocessing",
+              "requested_provider", "fell_back", "threads", "image_source", "decoding",
               "batches", "machine", "created"}
 
 
@@ -144,8 +143,7 @@ def test_bench_json_keys(tiny_model_path, colour_data):
     assert result["provider"] == "cpu" and result["threads"] == {"intra_op": 1, "inter_op": 1}
     assert [b["batch_size"] for b in result["batches"]] == [1, 4]
     assert set(result["batches"][0]) >= {"p50_ms", "p90_ms", "p99_ms", "throughput_ips"}
-    assert set(result["preprocessing"]) == {"images", "decode_p50_ms", "resize_mask_p50_ms",
-                                            "total_p50_ms"}
+    assert set(result["decoding"]) == {"images", "decode_p50_ms", "size"}
     assert {"cpu_model", "usable_cpus", "cpu_flags", "onnxruntime"} <= set(result["machine"])
 
 
@@ -160,7 +158,7 @@ def test_cli_bench(tiny_model_path, tmp_path):
                                 "--batch-sizes", "1"])
     assert table.exit_code == 0 and "p50 ms" in table.output and "machine:" in table.output
     bad = runner.invoke(app, ["bench", str(tiny_model_path), "--batch-sizes", "0"])
-    assert bad.exit_code != 0 and "batch sizes must be >= 1" in bad.output
+    assert bad.exit_code == 2 and "batch sizes must be >= 1" in bad.output
 
 
 def test_cli_compare_defaults_to_the_bundled_variants(tiny_model_path, colour_data, tmp_path,
@@ -170,7 +168,7 @@ def test_cli_compare_defaults_to_the_bundled_variants(tiny_model_path, colour_da
     monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
     runner = CliRunner()
     none = runner.invoke(app, ["compare", "--data", str(colour_data)])
-    assert none.exit_code == 2 and "bundles no default model" in none.output
+    assert none.exit_code == 2 and "bundles no model" in none.output
     for precision in ("int8", "fp32"):
         (tmp_path / f"leukedge-default-{precision}.onnx").write_bytes(tiny_model_path.read_bytes())
     both = runner.invoke(app, ["compare", "--data", str(colour_data), "--format", "csv",

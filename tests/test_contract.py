@@ -7,42 +7,39 @@ import json
 import pytest
 
 from leukedge.runtime.contract import (CONTRACT_KEY, SCHEMA_VERSION, ContractError, ModelContract,
-                                       contract_from_metadata, read_contract)
-from leukedge.runtime.preprocess import HsvMaskSpec, PreprocessSpec
+                                       SanityLimits, contract_document, contract_from_metadata,
+                                       read_contract)
+from leukedge.runtime.preprocessing import HsvMaskSpec, PreprocessSpec
 
 
 def _contract(**changes) -> ModelContract:
     spec = PreprocessSpec(input_size=(32, 32), hsv_mask=HsvMaskSpec(h_min=0.68))
-    return ModelContract.for_hybrid(spec, backbone="tiny", review_below=0.6, **changes)
+    return ModelContract(classes=("Benign", "Early", "Pre", "Pro"), preprocessing=spec,
+                         backbone="tiny", review_below=0.6, **changes)
 
 
 def test_json_roundtrip_keeps_every_field():
     contract = _contract(precision="int8", provenance={"data_manifest_sha256": "ab" * 32},
-                         quantization={"method": "static_qdq"}, metrics={"accuracy": 0.9})
+                         quantization={"method": "static"}, metrics={"accuracy": 0.9},
+                         temperature=1.4, sanity=SanityLimits(0.03, 0.01, 3.3),
+                         weights={"init": "imagenet", "sha256": "cd" * 32})
     again = ModelContract.from_json(contract.to_json())
     assert again == contract
     assert again.preprocessing.hsv_mask.h_min == 0.68
-    assert again.input_for("masked_image").name == "masked_image"
+    assert contract.to_dict()["inputs"][0]["dtype"] == "uint8"
 
 
 def test_file_roundtrip_through_onnxruntime(tmp_path, make_tiny_onnx):
     path = make_tiny_onnx(tmp_path / "m.onnx", review_below=0.55, backbone="tiny_cnn",
-                          classes=("A", "B", "C", "D"))
+                          classes=("A", "B", "C", "D"), temperature=1.5)
     contract = read_contract(path)
     assert contract.classes == ("A", "B", "C", "D")
     assert contract.review_below == 0.55 and contract.backbone == "tiny_cnn"
+    assert contract.temperature == 1.5 and contract.has_ood_score
     assert contract.preprocessing.input_size == (32, 32)
-    assert [i.name for i in contract.inputs] == ["image", "masked_image"]
 
 
-def test_single_input_contract_has_no_masked_input(tmp_path, make_tiny_onnx):
-    contract = read_contract(make_tiny_onnx(tmp_path / "single.onnx", single_input=True))
-    assert contract.input_for("masked_image") is None
-    assert contract.input_for("image").name == "image"
-
-
-@pytest.mark.parametrize("key", ["classes", "inputs", "output", "preprocessing", "precision",
-                                 "schema_version"])
+@pytest.mark.parametrize("key", ["classes", "outputs", "preprocessing", "precision"])
 def test_missing_key_is_named(key):
     d = _contract().to_dict()
     del d[key]
@@ -57,15 +54,31 @@ def test_malformed_values_are_reported():
         ModelContract.from_dict(d, "m.onnx")
 
 
-def test_invalid_values_are_listed():
-    d = _contract().to_dict()
-    d["precision"], d["classes"] = "int4", ["only"]
-    with pytest.raises(ContractError, match="m.onnx: Invalid .*classes must be .*precision 'int4' is not one of"):
+@pytest.mark.parametrize("changes, message", [
+    ({"precision": "int4"}, "precision 'int4' is not one of"),
+    ({"classes": ["only"]}, "classes must be a list of >= 2 unique names"),
+    ({"classes": "Benign,Early"}, "classes must be a list"),
+    ({"review_below": 1.5}, r"review_below must be a number in \[0, 1\]"),
+    ({"temperature": -1}, "temperature must be a number"),
+    ({"sanity": {"min_contrast": 2.0, "min_stain_coverage": 0, "max_ood_score": None}},
+     "sanity.min_contrast"),
+])
+def test_invalid_values_are_named(changes, message):
+    d = {**_contract().to_dict(), **changes}
+    with pytest.raises(ContractError, match=f"m.onnx: .*{message}"):
         ModelContract.from_dict(d, "m.onnx")
 
 
+def test_nan_is_refused_when_written_and_when_read():
+    with pytest.raises(ContractError, match="temperature"):
+        _contract(temperature=float("nan"))
+    text = _contract().to_json().replace('"temperature": 1.0', '"temperature": NaN')
+    with pytest.raises(ContractError, match="temperature"):
+        ModelContract.from_json(text, "m.onnx")
+
+
 def test_malformed_json_in_a_file_is_refused(tmp_path, make_tiny_onnx):
-    path = make_tiny_onnx(tmp_path / "bad.onnx", raw_contract='{"schema_version": 1, "classes": [')
+    path = make_tiny_onnx(tmp_path / "bad.onnx", raw_contract='{"schema_version": 2, "classes": [')
     with pytest.raises(ContractError, match=r"bad\.onnx: leukedge contract is not valid JSON"):
         read_contract(path)
 
@@ -79,7 +92,16 @@ def test_newer_schema_version_asks_for_an_upgrade(tmp_path, make_tiny_onnx):
     d = _contract().to_dict()
     d["schema_version"] = SCHEMA_VERSION + 1
     path = make_tiny_onnx(tmp_path / "future.onnx", raw_contract=json.dumps(d))
-    with pytest.raises(ContractError, match=f"schema_version {SCHEMA_VERSION + 1} is newer .*upgrade"):
+    with pytest.raises(ContractError, match="upgrade leukedge"):
+        read_contract(path)
+
+
+def test_a_schema_1_model_is_shown_but_refused(tmp_path, make_tiny_onnx):
+    old = {"schema": CONTRACT_KEY, "schema_version": 1, "classes": ["a", "b"],
+           "inputs": [{"name": "image", "shape": [None, 32, 32, 3]}], "precision": "fp32"}
+    path = make_tiny_onnx(tmp_path / "old.onnx", raw_contract=json.dumps(old))
+    assert contract_document(path)["schema_version"] == 1
+    with pytest.raises(ContractError, match="leukedge 0.1 .*preprocessed float input"):
         read_contract(path)
 
 
@@ -94,5 +116,14 @@ def test_missing_and_corrupt_files(tmp_path):
         read_contract(tmp_path / "absent.onnx")
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x00not a protobuf" * 10)
-    with pytest.raises(ContractError, match=r"junk\.onnx: not a valid ONNX model"):
+    with pytest.raises(ContractError, match=r"junk\.onnx: ONNX Runtime cannot load this model"):
         read_contract(junk)
+
+
+def test_sanity_reasons():
+    limits = SanityLimits(min_contrast=0.03, min_stain_coverage=0.01, max_ood_score=3.0)
+    assert limits.reasons(0.1, 0.2, 1.0) == []
+    reasons = limits.reasons(0.0, 0.0, 9.0)
+    assert [r.split(" (")[0] for r in reasons] == [
+        "blank or flat image", "no stained cells found", "unlike the training images"]
+    assert len(limits.reasons(float("nan"), 0.2, 1.0)) == 1  # NaN never passes

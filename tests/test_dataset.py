@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from dataset_builders import CLASSES, read_all_manifest, synthetic_dataset  # noqa: E402
-
-from leukedge.runtime.dataset import (Dataset, ImageRecord, SplitManifest,  # noqa: E402
-                                      data_manifest_sha256, discover_dataset, make_split,
-                                      read_split_manifest, select_split, write_split_manifest)
+from dataset_builders import ALL_DATA, CLASSES, read_all_manifest, synthetic_dataset
+from leukedge.runtime.duplicates import duplicate_groups, near_duplicate_pairs, thumbnail
+from leukedge.runtime.dataset import Dataset, ImageRecord, data_manifest_sha256, discover_dataset
+from leukedge.runtime.splits import (SplitManifest, make_folds, make_split, read_split_manifest,
+                                     select_split, write_split_manifest)
 
 
 @pytest.fixture()
@@ -166,7 +165,7 @@ def test_manifest_roundtrip_and_test_selection(synth, tmp_path):
     data = json.loads(raw)
     assert data["seed"] == 3 and data["fractions"] == {"train": 0.64, "val": 0.2, "test": 0.16}
     assert data["data_manifest_sha256"] == ds.manifest_sha256()
-    assert set(data["files"][0]) == {"path", "class", "split", "sha256"}
+    assert set(data["files"][0]) == {"path", "class", "split", "sha256", "group"}
     back = read_split_manifest(tmp_path / "split.json")
     assert back.entries == manifest.entries and back.seed == 3
     test = select_split(ds, back, "test")
@@ -204,3 +203,60 @@ def test_dataset_metrics_and_train_package_import_without_tensorflow():
             "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --------------------------------------------------------------------------- near duplicates, folds
+
+
+def test_near_duplicates_join_a_group_and_different_views_do_not():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    nudged = np.clip(base.astype(int) + rng.integers(-3, 4, base.shape), 0, 255).astype(np.uint8)
+    other = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    thumbs = np.stack([thumbnail(im) for im in (base, nudged, other)])
+    assert [(i, j) for i, j, _ in near_duplicate_pairs(thumbs)] == [(0, 1)]
+    groups = duplicate_groups(["b.jpg", "a.jpg", "c.jpg", "d.jpg"], ["1", "2", "3", "3"],
+                              np.concatenate([thumbs, thumbs[2:]]))
+    assert groups == {"b.jpg": "a.jpg", "a.jpg": "a.jpg", "c.jpg": "c.jpg", "d.jpg": "c.jpg"}
+
+
+def _groups_straddle(assignment: dict[str, object], groups: dict[str, str]) -> list[str]:
+    seen: dict[str, set] = defaultdict(set)
+    for path, where in assignment.items():
+        seen[groups[path]].add(where)
+    return [g for g, places in seen.items() if len(places) > 1]
+
+
+def test_folds_are_grouped_stratified_and_balanced(synth):
+    ds = discover_dataset(synth)
+    groups = {r.relpath: r.sha256 for r in ds.records}
+    folds = make_folds(ds, k=3, seed=1, groups=groups)
+    assert set(folds) == {r.relpath for r in ds.records}
+    assert not _groups_straddle(folds, groups)
+    for label in CLASSES:
+        sizes = Counter(f for p, f in folds.items() if p.startswith(label))
+        assert max(sizes.values()) - min(sizes.values()) <= 2
+    assert folds == make_folds(ds, k=3, seed=1, groups=groups)
+    with pytest.raises(ValueError, match="k must be >= 2"):
+        make_folds(ds, k=1)
+
+
+def test_the_real_near_duplicates_never_straddle_a_fold():
+    """The ALL data's consecutive near-identical views (not byte-identical) share a fold."""
+    from leukedge.runtime.decode import load_image
+
+    root = ALL_DATA / "Original"
+    if not root.is_dir():
+        pytest.skip(f"ALL data not at {root}")
+    ds = discover_dataset(ALL_DATA)
+    wanted = {"Early/WBC-Malignant-Early-559.jpg", "Early/WBC-Malignant-Early-561.jpg",
+              "Benign/WBC-Benign-500.jpg", "Benign/WBC-Benign-501.jpg"}
+    records = [r for r in ds.records if r.label in ("Early", "Benign")]
+    thumbs = np.stack([thumbnail(load_image(ds.path(r))) for r in records])
+    groups = duplicate_groups([r.relpath for r in records], [r.sha256 for r in records], thumbs)
+    assert groups["Early/WBC-Malignant-Early-561.jpg"] == "Early/WBC-Malignant-Early-559.jpg"
+    assert groups["Benign/WBC-Benign-501.jpg"] == "Benign/WBC-Benign-500.jpg"
+    assert wanted <= set(groups)
+    sub = Dataset(ds.root, ("Benign", "Early"), tuple(records))
+    folds = make_folds(sub, k=5, seed=0, groups=groups)
+    assert not _groups_straddle(folds, groups)

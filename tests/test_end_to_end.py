@@ -1,12 +1,14 @@
 """The whole product path on real images: train -> export -> quantize -> infer, all through the CLI.
 
-Checks what a user relies on: the exported model's predictions are the Keras model's, the contract
-carries the run's provenance, the INT8 child extends it, and `leukedge infer` reads it all back.
+Checks what a user relies on: the exported one-file model's predictions are the Keras model's on
+the raw pixels, the contract carries the run's provenance, the INT8 child extends it, and
+`leukedge infer` and plain onnxruntime read it all back.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -15,11 +17,11 @@ from typer.testing import CliRunner
 from dataset_builders import tiny_real_dataset
 from leukedge.cli.main import app
 from leukedge.runtime.contract import read_contract
-from leukedge.runtime.files import sha256_file
-from leukedge.runtime.preprocess import PreprocessSpec, list_images, preprocess_batch
+from leukedge.runtime.files import list_images, sha256_file
+from leukedge.runtime.run_record import RunRecord
 
-TINY = ["--epochs", "1", "--batch-size", "8", "--input-size", "32", "--seg-width", "0.25",
-        "--head-units", "16"]
+TINY = ["--input-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
+        "--bank-copies", "2"]
 
 
 def _invoke(args: list[str]):
@@ -30,19 +32,23 @@ def _invoke(args: list[str]):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
+    os.environ.setdefault("LEUKEDGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     data = tiny_real_dataset(tmp_path_factory.mktemp("data"), per_class=8)
     run = tmp_path_factory.mktemp("runs") / "run"
     _invoke(["train", str(data), "--out", str(run), *TINY])
     _invoke(["export", str(run), "--data", str(data), "--review-below", "0.6"])
     int8 = run / "model-int8.onnx"
     _invoke(["quantize", str(run / "model.onnx"), "--method", "static", "--calib", str(data),
-             "--calib-size", "16", "--out", str(int8)])
+             "--calib-size", "16", "--out", str(int8), "--min-agreement", "0.8"])
     return data, run, int8
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_exported_model_predicts_what_keras_predicts(pipeline):
+    from leukedge.runtime.confidence import softmax
+    from leukedge.runtime.decode import load_image
+    from leukedge.runtime.graph.runner import PreprocessRunner
     from leukedge.train import load_model
 
     data, run, _ = pipeline
@@ -52,34 +58,48 @@ def test_exported_model_predicts_what_keras_predicts(pipeline):
                      "--format", "json"]).stdout.splitlines() if line.startswith("{")]
     assert [r["path"] for r in rows] == [str(p) for p in images]
     assert all(r["error"] is None for r in rows)
-
-    run_info = json.loads((run / "run.json").read_text())
-    x, m = preprocess_batch(images, PreprocessSpec.from_dict(run_info["preprocessing"]))
-    keras_probs = np.asarray(load_model(run / "model.keras")({"image": x, "masked_image": m}))
-    onnx_probs = np.array([[r["probabilities"][c] for c in run_info["classes"]] for r in rows])
+    record = RunRecord.read(run / "run.json")
+    pixels = np.stack([load_image(p) for p in images])
+    logits = np.asarray(load_model(run / "model.keras")(PreprocessRunner(record.preprocessing)(pixels)))
+    keras_probs = softmax(logits, record.calibration.temperature)
+    onnx_probs = np.array([[r["probabilities"][c] for c in record.classes] for r in rows])
     assert np.abs(onnx_probs - keras_probs).max() <= 1e-4
-    assert [r["label"] for r in rows] == [run_info["classes"][i] for i in keras_probs.argmax(1)]
+    assert [r["label"] for r in rows] == [record.classes[i] for i in keras_probs.argmax(1)]
+
+
+@pytest.mark.slow
+def test_plain_onnxruntime_with_raw_pixels_gives_infers_answer(pipeline):
+    import onnxruntime as ort
+
+    from leukedge.runtime.decode import load_image
+
+    data, run, _ = pipeline
+    path = list_images([data], recursive=True)[0]
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    (probs,) = session.run(["probs"], {"image": load_image(path)[None]})
+    (row,) = [json.loads(line) for line in _invoke(
+        ["infer", str(path), "-m", str(run / "model.onnx"), "-f", "json"]).stdout.splitlines()]
+    assert list(row["probabilities"].values()) == pytest.approx(probs[0].tolist(), abs=1e-6)
 
 
 @pytest.mark.slow
 def test_contracts_carry_the_run_and_the_parent(pipeline):
     _, run, int8 = pipeline
-    run_info = json.loads((run / "run.json").read_text())
+    record = RunRecord.read(run / "run.json")
     fp32 = read_contract(run / "model.onnx")
-    assert fp32.precision == "fp32"
-    assert fp32.classes == tuple(run_info["classes"])
-    assert fp32.preprocessing.input_size == (32, 32)
-    assert fp32.provenance["data_manifest_sha256"] == run_info["data_manifest_sha256"]
+    assert fp32.precision == "fp32" and fp32.classes == record.classes
+    assert fp32.preprocessing == record.preprocessing
+    assert fp32.provenance["data_manifest_sha256"] == record.data_manifest_sha256
     assert fp32.provenance["split_manifest_sha256"] == sha256_file(run / "split.json")
-    assert fp32.metrics is not None
-    assert fp32.review_below == 0.6
+    assert fp32.weights["init"] == "imagenet" and fp32.metrics is not None
+    assert fp32.review_below == 0.6 and fp32.temperature == record.calibration.temperature
+    assert fp32.has_ood_score and fp32.sanity.max_ood_score is not None
 
     child = read_contract(int8)
-    assert child.precision == "int8"
-    assert child.quantization["method"] == "static"
+    assert child.precision == "int8" and child.quantization["method"] == "static"
     assert child.provenance["parent_sha256"] == sha256_file(run / "model.onnx")
     assert child.classes == fp32.classes and child.preprocessing == fp32.preprocessing
-    assert child.review_below == fp32.review_below
+    assert child.review_below == fp32.review_below and child.sanity == fp32.sanity
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Keras -> ONNX export: contract, parity, size guard, the silent RGBToHSV failure, the CLI.
+"""Keras -> the one-file ONNX model: contract, parity, input checks, size guard, the silent
+RGBToHSV failure, Triton, the CLI.
 
 Fast tests use a stand-in object for the Keras model (the size guard runs before TensorFlow is
 imported); tests that build a Keras model are marked slow.
@@ -7,7 +8,6 @@ imported); tests that build a Keras model are marked slow.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,17 +16,29 @@ import pytest
 from leukedge.export import (ModelTooLargeError, ParityError, UnsupportedOpError,
                              check_conversion_memory, estimate_conversion_bytes, export_keras)
 from leukedge.export.memory import available_memory_bytes
-from leukedge.export.naming import keras_io_names, rename_graph_output
 from leukedge.runtime.contract import read_contract
-from leukedge.runtime.preprocess import PreprocessSpec
+from leukedge.runtime.decode import load_image
+from leukedge.runtime.preprocessing import PreprocessSpec
+from leukedge.runtime.run_record import Calibration, RunRecord
 
 SIZE = 32
 
 
-def _fake_model(n_params: int, names=("image", "masked_image")):
-    """What export_keras reads before converting: input names/shapes, outputs, parameter count."""
-    inputs = [SimpleNamespace(name=n, shape=(None, SIZE, SIZE, 3)) for n in names]
-    return SimpleNamespace(inputs=inputs, outputs=[object()], count_params=lambda: n_params)
+def record(hybrid: bool = True, temperature: float = 1.3) -> RunRecord:
+    return RunRecord(
+        classes=("Benign", "Early", "Pre", "Pro"), backbone="tiny_test",
+        model={"seg_features": "gap" if hybrid else "none"},
+        preprocessing=PreprocessSpec(input_size=(SIZE, SIZE), masked_input=hybrid),
+        input_names=("image", "masked_image") if hybrid else ("image",), settings={},
+        weights={"init": "none"}, data={}, data_manifest_sha256="d" * 64,
+        split_manifest_sha256="s" * 64, seed=1, parameters={}, test_metrics={"accuracy": 0.5},
+        training={"method": "end_to_end"}, versions={}, created="now", run_id="tiny",
+        calibration=Calibration(temperature=temperature), review_below=0.7)
+
+
+def _fake_model(n_params: int):
+    """What export_keras reads before converting: the parameter count."""
+    return SimpleNamespace(count_params=lambda: n_params)
 
 
 # ----------------------------------------------------------------------------- size guard (fast)
@@ -55,116 +67,131 @@ def test_meminfo_is_parsed(tmp_path):
 def test_export_refuses_a_huge_model_before_converting(tmp_path):
     out = tmp_path / "big.onnx"
     with pytest.raises(ModelTooLargeError, match="Refusing to convert"):
-        export_keras(_fake_model(225_800_000), out, {}, available_memory=16_000_000_000)
+        export_keras(_fake_model(225_800_000), out, record(), parity_images=[None],
+                     parity_source="x", available_memory=16_000_000_000)
     assert not out.exists()
 
 
-def test_export_checks_arguments_first(tmp_path):
-    with pytest.raises(ValueError, match="Unsupported opset 20. Valid: 17, 18"):
-        export_keras(_fake_model(10), tmp_path / "m.onnx", opset=20)
-    with pytest.raises(ValueError, match=r"named \['img'\]"):
-        export_keras(_fake_model(10, names=("img",)), tmp_path / "m.onnx")
-    run = {"preprocessing": PreprocessSpec(input_size=(64, 64)).to_dict()}
-    with pytest.raises(ValueError, match="does not match"):
-        export_keras(_fake_model(10), tmp_path / "m.onnx", run)
-
-
-def test_io_names_and_output_rename(make_tiny_onnx, tmp_path):
-    import onnx
-
-    assert keras_io_names(_fake_model(1)) == ({"image": "image", "masked_image": "masked_image"}, "probs")
-    proto = onnx.load(str(make_tiny_onnx(tmp_path / "t.onnx", output_name="Identity:0")))
-    rename_graph_output(proto, "probs")
-    assert [o.name for o in proto.graph.output] == ["probs"]
-    assert any("probs" in n.output for n in proto.graph.node)
+def test_export_needs_real_parity_images(tmp_path):
+    with pytest.raises(ValueError, match="at least one real image"):
+        export_keras(_fake_model(10), tmp_path / "m.onnx", record(), parity_images=[],
+                     parity_source="none")
 
 
 # ----------------------------------------------------------------------------- Keras (slow)
 
 
-def _tiny_hybrid(hsv_layer: bool = False):
+def _tiny_network(hybrid: bool = True, hsv_layer: bool = False):
     import keras
     import tensorflow as tf
 
-    image = keras.Input((SIZE, SIZE, 3), name="image")
-    masked = keras.Input((SIZE, SIZE, 3), name="masked_image")
-    x = keras.layers.Lambda(tf.image.rgb_to_hsv)(image) if hsv_layer else image
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    y = keras.layers.Conv2D(4, 3, activation="relu")(masked)
-    y = keras.layers.GlobalAveragePooling2D()(y)
-    z = keras.layers.Concatenate()([x, y])
-    out = keras.layers.Dense(4, activation="softmax", name="probs")(z)
     keras.utils.set_random_seed(0)
-    return keras.Model([image, masked], out)
+    image = keras.Input((SIZE, SIZE, 3), name="image")
+    inputs = {"image": image}
+    x = keras.layers.Lambda(tf.image.rgb_to_hsv)(image) if hsv_layer else image
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, activation="relu")(x))
+    if hybrid:
+        masked = keras.Input((SIZE, SIZE, 3), name="masked_image")
+        inputs["masked_image"] = masked
+        y = keras.layers.GlobalAveragePooling2D()(
+            keras.layers.Conv2D(4, 3, activation="relu")(masked))
+        x = keras.layers.Concatenate(name="features")([x, y])
+    else:
+        x = keras.layers.Identity(name="features")(x)
+    return keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
 
 
-RUN = {"classes": ["Benign", "Early", "Pre", "Pro"],
-       "preprocessing": PreprocessSpec(input_size=(SIZE, SIZE)).to_dict(),
-       "backbone": "tiny_test", "seg_features": "gap", "data_manifest_sha256": "d" * 64,
-       "split_manifest_sha256": "s" * 64, "test_metrics": {"accuracy": 0.5}}
+@pytest.fixture(scope="module")
+def pixels(sample_images) -> list[np.ndarray]:
+    return [load_image(p) for p in sample_images]
 
 
 @pytest.mark.slow
-def test_export_writes_a_checked_model_with_its_contract(tmp_path, sample_images):
+def test_export_writes_a_one_file_model_that_takes_raw_pixels(tmp_path, pixels):
     from leukedge.runtime.classifier import Classifier
+    from leukedge.runtime.confidence import softmax
+    from leukedge.runtime.graph.runner import PreprocessRunner
 
-    model = _tiny_hybrid()
+    model, run = _tiny_network(), record()
     out = tmp_path / "model.onnx"
-    result = export_keras(model, out, RUN, parity_images=sample_images, parity_source="test split")
+    result = export_keras(model, out, run, parity_images=pixels, parity_source="test split",
+                          train_images=pixels * 2)
     assert result.parity.passed and result.parity.max_abs_diff <= 1e-4
-    assert result.parity.n_images == len(sample_images)
     contract = read_contract(out)
-    assert contract.classes == tuple(RUN["classes"]) and contract.precision == "fp32"
-    assert [i.name for i in contract.inputs] == ["image", "masked_image"]
-    assert contract.output_name == "probs" and contract.backbone == "tiny_test"
+    assert contract.classes == run.classes and contract.precision == "fp32"
+    assert contract.temperature == 1.3 and contract.review_below == 0.7
+    assert contract.has_ood_score and contract.sanity.max_ood_score > 0
     assert contract.provenance["split_manifest_sha256"] == "s" * 64
-    assert contract.provenance["parity"]["max_abs_diff"] <= 1e-4
     assert contract.model_info["parameters"] == model.count_params()
-    assert contract.metrics == {"accuracy": 0.5}
-    clf = Classifier(out, provider="cpu")  # dynamic batch: 1 and 3 images in one session
-    image, masked = clf.preprocess(sample_images[0])
-    batch = np.stack([image] * 3), np.stack([masked] * 3)
-    np.testing.assert_allclose(clf.probabilities(*batch)[0], clf.probabilities(image[None], masked[None])[0],
-                               atol=1e-6)
+    clf = Classifier(out, provider="cpu")
+    probs = clf.run(np.stack(pixels))["probs"]
+    logits = np.asarray(model(PreprocessRunner(run.preprocessing)(np.stack(pixels))))
+    np.testing.assert_allclose(probs, softmax(logits, 1.3), atol=1e-5)
+    big = np.stack([np.repeat(np.repeat(p, 2, 0), 2, 1) for p in pixels[:2]])  # 448 x 448
+    assert clf.run(big)["probs"].shape == (2, 4)
 
 
 @pytest.mark.slow
-def test_rgb_to_hsv_fails_loudly_and_writes_nothing(tmp_path):
+def test_image_only_export_without_input_checks(tmp_path, pixels):
+    out = tmp_path / "m.onnx"
+    result = export_keras(_tiny_network(hybrid=False), out, record(hybrid=False),
+                          parity_images=pixels[:2], parity_source="x")
+    contract = result.contract
+    assert not contract.has_ood_score and contract.sanity.max_ood_score is None
+    import onnx
+
+    assert [i.name for i in onnx.load(str(out)).graph.input] == ["image"]
+
+
+@pytest.mark.slow
+def test_rgb_to_hsv_fails_loudly_and_writes_nothing(tmp_path, pixels):
     out = tmp_path / "hsv.onnx"
-    with pytest.raises(UnsupportedOpError, match="RGBToHSV.*outside the model"):
-        export_keras(_tiny_hybrid(hsv_layer=True), out, RUN)
+    with pytest.raises(UnsupportedOpError, match="RGBToHSV"):
+        export_keras(_tiny_network(hsv_layer=True), out, record(), parity_images=pixels[:1],
+                     parity_source="x")
     assert not out.exists()
 
 
 @pytest.mark.slow
-def test_parity_failure_raises_with_the_numbers(tmp_path, monkeypatch):
+def test_parity_failure_raises_with_the_numbers(tmp_path, monkeypatch, pixels):
     from leukedge.export import onnx_export
 
-    real = onnx_export.session_predictor
-    monkeypatch.setattr(onnx_export, "session_predictor",  # an ONNX file 0.01 off Keras
-                        lambda session, name: (lambda feeds: real(session, name)(feeds) + 0.01))
+    real = onnx_export.model_probabilities
+    monkeypatch.setattr(onnx_export, "model_probabilities",  # an ONNX file 0.01 off Keras
+                        lambda session, images: real(session, images) + 0.01)
     out = tmp_path / "m.onnx"
     with pytest.raises(ParityError, match=r"max \|dp\| = 0\.01 \(tolerance 0\.0001\)"):
-        export_keras(_tiny_hybrid(), out, RUN)
+        export_keras(_tiny_network(), out, record(), parity_images=pixels[:2], parity_source="x")
     assert not out.exists()
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras .save
-def test_cli_exports_a_run_folder(tmp_path, sample_images):
+def test_cli_exports_a_run_folder_with_a_triton_repository(tmp_path, sample_images):  # noqa: ARG001
     from typer.testing import CliRunner
 
     from leukedge.cli.main import app
+    from leukedge.runtime.dataset import discover_dataset
+    from leukedge.runtime.splits import make_split, write_split_manifest
 
+    from dataset_builders import tiny_real_dataset
+
+    data = tiny_real_dataset(tmp_path / "data", per_class=6)
+    split = make_split(discover_dataset(data), seed=0, fractions=(0.5, 0.0, 0.5))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    _tiny_hybrid().save(run_dir / "model.keras")
-    (run_dir / "run.json").write_text(json.dumps(RUN))
-    result = CliRunner().invoke(app, ["export", str(run_dir), "--opset", "18", "--images",
-                                      str(sample_images[0].parent)])
+    sha = write_split_manifest(run_dir / "split.json", split)
+    _tiny_network().save(run_dir / "model.keras")
+    run = record().with_updates(split_manifest_sha256=sha, data={"dir": str(data)})
+    run.write(run_dir / "run.json")
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--triton", str(tmp_path / "tr")])
     assert result.exit_code == 0, result.output
-    assert "Parity vs Keras" in result.output
-    assert read_contract(run_dir / "model.onnx").model_info["opset"] == 18
+    assert "Parity vs Keras" in result.output and "leukedge quantize" in result.output
+    assert (tmp_path / "tr" / "model" / "1" / "model.onnx").is_file()
+    again = CliRunner().invoke(app, ["export", str(run_dir)])
+    assert again.exit_code == 2 and "--overwrite" in again.output
     bad = CliRunner().invoke(app, ["export", str(tmp_path / "nothing.keras")])
     assert bad.exit_code == 2 and "expected a run folder" in bad.output
+    (run_dir / "run.json").write_text(json.dumps({"classes": ["a", "b"]}))
+    old = CliRunner().invoke(app, ["export", str(run_dir), "--overwrite"])
+    assert old.exit_code == 2 and "run record version 1" in old.output

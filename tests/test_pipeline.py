@@ -8,7 +8,7 @@ import pytest
 from leukedge.runtime import Classifier, Prediction
 from leukedge.runtime.overlay import overlay_names, render_overlay, write_overlay
 from leukedge.runtime.pipeline import classify_files
-from leukedge.runtime.preprocess import load_image
+from leukedge.runtime.decode import load_image
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,19 @@ def test_results_in_input_order_with_errors_in_place(classifier, sample_images, 
 def test_keep_images_and_to_dict(classifier, sample_images):
     (result,) = classify_files(classifier, [sample_images[0]], keep_images=True)
     np.testing.assert_array_equal(result.image, load_image(sample_images[0]))
+    assert result.mask.shape == (32, 32) and result.mask.dtype == np.uint8
     assert list(result.to_dict()) == ["path", "label", "confidence", "probabilities",
-                                      "needs_review", "error"]
+                                      "needs_review", "review_reasons", "quality", "seconds",
+                                      "error"]
+    assert result.seconds > 0
+
+
+def test_an_error_row_needs_review(classifier, tmp_path):
+    missing = tmp_path / "absent.jpg"
+    (result,) = classify_files(classifier, [missing], workers=0)
+    row = result.to_dict()
+    assert row["needs_review"] is True and row["review_reasons"] == ["could not be classified"]
+    assert row["error"].startswith(str(missing))
 
 
 def test_arrays_and_bytes_are_sources_too(classifier, sample_images):
@@ -72,28 +83,30 @@ def test_overlay_draws_outline_and_review_caption(tmp_path):
     assert red.any() and not ((calm[..., 2] > 200) & (calm[..., 0] < 60) & (calm[..., 1] < 60)).any()
     with pytest.raises(ValueError, match="mask shape"):
         render_overlay(rgb, mask[:10], Prediction("Pre", 0.9, {}, False))
-    from leukedge.runtime.preprocess import HsvMaskSpec
-
-    out = write_overlay(tmp_path / "o" / "cell.overlay.png", rgb, HsvMaskSpec(),
+    out = write_overlay(tmp_path / "o" / "cell.overlay.png", rgb, mask[::4, ::4],
                         Prediction("Pre", 0.9, {}, False))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["cell.overlay.png"]
 
 
-def test_image_only_model_skips_the_mask(make_tiny_onnx, tmp_path, sample_images, monkeypatch):
-    import sys
+def test_overlay_of_a_huge_image_is_drawn_at_display_size(tmp_path):
+    import cv2
 
-    preprocess_module = sys.modules["leukedge.runtime.preprocess"]  # the package exports a function
-    clf = Classifier(make_tiny_onnx(tmp_path / "single.onnx", single_input=True), provider="cpu")
-    expected = [clf.predict(p).probabilities for p in sample_images[:3]]
+    rgb = np.full((3000, 4000, 3), 230, np.uint8)
+    out = write_overlay(tmp_path / "big.overlay.png", rgb, np.zeros((32, 32), np.uint8),
+                        Prediction("Benign", 0.99, {}, False))
+    assert cv2.imread(str(out)).shape == (768, 1024, 3)
 
-    def no_mask(*args, **kwargs):
-        raise AssertionError("the HSV mask was computed for a model without a masked input")
 
-    monkeypatch.setattr(preprocess_module, "hsv_mask", no_mask)
-    results = list(classify_files(clf, sample_images[:3], batch_size=2))
-    for result, probs in zip(results, expected, strict=True):
-        assert result.prediction.probabilities == pytest.approx(probs, abs=1e-4)
+def test_images_of_different_sizes_in_one_batch(classifier, sample_images):
+    import cv2
+
+    rgb = load_image(sample_images[0])
+    sources = [rgb, cv2.resize(rgb, (300, 200)), sample_images[1]]
+    results = list(classify_files(classifier, sources, batch_size=3, workers=0))
+    assert all(r.ok for r in results)
+    assert results[0].prediction.probabilities == pytest.approx(
+        classifier.predict(rgb).probabilities, abs=1e-4)
 
 
 def test_stopping_early_cancels_the_queued_batches(classifier, sample_images, monkeypatch):

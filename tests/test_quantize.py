@@ -14,12 +14,13 @@ from dataset_builders import synthetic_dataset
 from leukedge.cli.main import app
 from leukedge.export import (AccuracyGateError, ImageCalibrationReader, QuantizationError,
                              QuantizeOptions, calibration_files, calibration_set_sha256,
-                             load_labelled, quantize_model)
-from leukedge.export.calibration import select_evenly
+                             quantize_model)
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.contract import ModelContract, embed_contract, read_contract, save_model
+from leukedge.runtime.evaluation.labelled import load_labelled, select_evenly
 from leukedge.runtime.files import sha256_file
-from leukedge.runtime.preprocess import PreprocessSpec, preprocess
+from leukedge.runtime.graph.compose import compose_model, output_names
+from leukedge.runtime.preprocessing import PreprocessSpec
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 BROKEN_SIZE = 16
@@ -36,14 +37,14 @@ def test_calibration_reader_is_deterministic(calib_dir):
     assert len(files) == 8 and files == sorted(files)
     assert files == calibration_files(calib_dir, 8)
     assert {f.parent.name for f in files} == set(CLASSES)  # spread over every class folder
-    reader = ImageCalibrationReader(list(reversed(files)), PreprocessSpec(input_size=(32, 32)),
-                                    {"image": "image", "masked_image": "masked_image"})
+    reader = ImageCalibrationReader(list(reversed(files)))
     first = [reader.get_next() for _ in range(len(reader))]
     assert reader.get_next() is None
     reader.rewind()
     again = list(reader)
-    assert len(again) == 8 and all(a["image"].shape == (1, 32, 32, 3) for a in again)
-    np.testing.assert_array_equal(first[3]["masked_image"], again[3]["masked_image"])
+    assert len(again) == 8 and all(a["image"].shape == (1, 48, 48, 3) for a in again)
+    assert all(a["image"].dtype == np.uint8 for a in again)  # raw pixels: the model prepares them
+    np.testing.assert_array_equal(first[3]["image"], again[3]["image"])
     assert calibration_set_sha256(files) == calibration_set_sha256(list(reversed(files)))
     assert select_evenly([Path("b"), Path("a"), Path("c")], 2) == [Path("a"), Path("c")]
 
@@ -59,17 +60,21 @@ def test_quantized_child_runs_and_extends_the_contract(method, precision, tiny_m
     assert contract.precision == precision and result.contract.precision == precision
     assert contract.provenance["parent_sha256"] == sha256_file(tiny_model_path)
     q = contract.quantization
-    assert q["method"] == method and q["excluded_nodes"] == []
+    assert q["method"] == method and q["excluded_nodes"] == [] and q["checks_passed"] is True
     assert q["per_channel"] is (None if method == "fp16" else True)
     if method == "static":
         assert q["calib_size"] == 12 and q["calib_method"] == "minmax"
         assert q["calibration_set_sha256"] == calibration_set_sha256(files)
-    assert contract.classes == CLASSES and contract.output_name == "probs"
+        assert q["reduce_range"] is True and q["weight_type"] == "int8"
+    assert contract.classes == CLASSES and contract.outputs == read_contract(tiny_model_path).outputs
     assert result.agreement.n_images == 12 and result.agreement.source == "calibration images"
-    if method == "fp16":  # the tiny model's whitening weights (x125) amplify INT8 rounding
-        assert result.agreement.argmax_agreement >= 0.9
-    clf = Classifier(out, provider="cpu")  # inputs stay float32 (keep_io_types for fp16)
+    clf = Classifier(out, provider="cpu")  # the input stays uint8 pixels
     assert clf.predict(files[0]).label in CLASSES
+    import onnx
+
+    quantized = [n.name for n in onnx.load(str(out)).graph.node
+                 if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear")]
+    assert not [n for n in quantized if n.startswith(("pre/", "post/"))]  # only the network
 
 
 def test_uint8_weights_are_recorded_in_the_contract(tiny_model_path, calib_dir, tmp_path):
@@ -83,19 +88,20 @@ def test_uint8_weights_are_recorded_in_the_contract(tiny_model_path, calib_dir, 
 
 
 def test_quantize_checks_its_arguments(tiny_model_path, make_tiny_onnx, calib_dir, tmp_path):
-    with pytest.raises(ValueError, match="Unknown weight type 'int4'. Valid: int8, uint8"):
+    files = tuple(calibration_files(calib_dir, 4))
+    with pytest.raises(ValueError, match="Unknown --weight-type 'int4'. Valid: int8, uint8"):
         quantize_model(tiny_model_path, tmp_path / "x.onnx",
-                       QuantizeOptions("static", (Path("a.jpg"),), weight_type="int4"))
-    with pytest.raises(ValueError, match="static quantization needs calibration images"):
+                       QuantizeOptions("static", files, weight_type="int4"))
+    with pytest.raises(ValueError, match="--method static needs calibration images"):
         quantize_model(tiny_model_path, tmp_path / "x.onnx", QuantizeOptions("static"))
-    with pytest.raises(ValueError, match="Unknown method 'int4'. Valid: static, dynamic, fp16"):
+    with pytest.raises(ValueError, match="Unknown --method 'int4'. Valid: static, dynamic, fp16"):
         quantize_model(tiny_model_path, tmp_path / "x.onnx", QuantizeOptions("int4"))
     with pytest.raises(ValueError, match=r"--exclude-nodes: \['nope'\] are not nodes"):
         quantize_model(tiny_model_path, tmp_path / "x.onnx",
-                       QuantizeOptions("dynamic", exclude_nodes=("nope",)))
-    fp16 = make_tiny_onnx(tmp_path / "half.onnx", float16=True)
+                       QuantizeOptions("static", files, exclude_nodes=("nope",)))
+    half = make_tiny_onnx(tmp_path / "half.onnx", precision="fp16")
     with pytest.raises(QuantizationError, match="already fp16"):
-        quantize_model(fp16, tmp_path / "x.onnx", QuantizeOptions("dynamic"))
+        quantize_model(half, tmp_path / "x.onnx", QuantizeOptions("dynamic"))
     assert not (tmp_path / "x.onnx").exists()
 
 
@@ -103,32 +109,37 @@ def test_quantize_checks_its_arguments(tiny_model_path, make_tiny_onnx, calib_di
 
 
 def _broken_model(path: Path) -> Path:
-    """A 4-class model whose fifth logit is a constant 1000, sliced off before the softmax.
+    """A 4-class one-file model whose fifth logit is a constant 1000, sliced off before the
+    softmax.
 
-    In FP32 the 4 small logits decide; INT8 gives that Gemm output one per-tensor scale of ~4,
-    which rounds the informative logits to the same value: quantization destroys the model.
+    In FP32 the 4 small logits decide; INT8 gives that MatMul+Add output one per-tensor scale of
+    ~4, which rounds the informative logits to the same value: quantization destroys the model.
     """
     from onnx import TensorProto, helper, numpy_helper
 
-    weights = np.zeros((6, 5), np.float32)
+    weights = np.zeros((3, 5), np.float32)
     weights[0, 0] = weights[1, 1] = weights[2, 2] = 4.0
     bias = np.array([0, 0, 0, 1.5, 1000], np.float32)
-    nodes = [helper.make_node("ReduceMean", [n], [n + "_mean"], axes=[1, 2], keepdims=0, name=n + "_mean")
-             for n in ("image", "masked_image")]
-    nodes += [helper.make_node("Concat", ["image_mean", "masked_image_mean"], ["feat"], axis=1, name="concat"),
-              helper.make_node("MatMul", ["feat", "W"], ["mm"], name="dense"),
-              helper.make_node("Add", ["mm", "B"], ["logits5"], name="bias_with_outlier"),
-              helper.make_node("Slice", ["logits5", "s", "e", "a"], ["logits"], name="drop_outlier"),
-              helper.make_node("Softmax", ["logits"], ["probs"], axis=1, name="softmax")]
+    nodes = [helper.make_node("ReduceMean", ["image", "axes"], ["features"], keepdims=0,
+                              name="image_mean"),
+             helper.make_node("MatMul", ["features", "W"], ["mm"], name="dense"),
+             helper.make_node("Add", ["mm", "B"], ["logits5"], name="bias_with_outlier"),
+             helper.make_node("Slice", ["logits5", "s", "e", "a"], ["logits"], name="drop_outlier")]
     inits = [numpy_helper.from_array(v, k) for k, v in
-             {"W": weights, "B": bias, "s": np.array([0]), "e": np.array([4]), "a": np.array([1])}.items()]
-    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", BROKEN_SIZE, BROKEN_SIZE, 3])
-          for n in ("image", "masked_image")]
-    graph = helper.make_graph(nodes, "broken", io,
-                              [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 4])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 9
-    embed_contract(model, ModelContract.for_hybrid(PreprocessSpec(input_size=(BROKEN_SIZE, BROKEN_SIZE))))
+             {"W": weights, "B": bias, "s": np.array([0]), "e": np.array([4]),
+              "a": np.array([1]), "axes": np.array([1, 2])}.items()]
+    graph = helper.make_graph(
+        nodes, "broken",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT,
+                                       ["N", BROKEN_SIZE, BROKEN_SIZE, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3])], inits)
+    net = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    net.ir_version = 9
+    spec = PreprocessSpec(input_size=(BROKEN_SIZE, BROKEN_SIZE))
+    model = compose_model(net, spec)
+    embed_contract(model, ModelContract(classes=CLASSES, preprocessing=spec,
+                                        outputs=output_names(False), review_below=0.0))
     save_model(model, path)
     return path
 
@@ -157,7 +168,7 @@ def test_gate_refuses_a_model_quantization_destroys(broken, tmp_path):
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert err.value.gate.reference["accuracy"] == 1.0
     worst = err.value.offenders[0]
-    assert worst.tensor == "logits5" and worst.worst_channel_sqnr_db < 10 < worst.local_sqnr_db
+    assert worst.tensor == "net/logits5" and worst.worst_channel_sqnr_db < 10 < worst.local_sqnr_db
     assert "--exclude-nodes" in str(err.value)
     # the suggestion works: keeping the culprit in float passes the gate
     keep = tuple(err.value.suggested_exclude)
@@ -168,23 +179,41 @@ def test_gate_refuses_a_model_quantization_destroys(broken, tmp_path):
     assert read_contract(out).metrics["gate"]["candidate"]["accuracy"] == 1.0
 
 
+def test_force_writes_a_failed_child_marked_as_failed(broken, tmp_path):
+    model, data = broken
+    options = QuantizeOptions("static", tuple(calibration_files(data, 20)))
+    out = tmp_path / "forced.onnx"
+    result = quantize_model(model, out, options, gate_data=load_labelled(data, CLASSES),
+                            force=True)
+    assert not result.passed and out.is_file()
+    q = read_contract(out).quantization
+    assert q["checks_passed"] is False and "accuracy gate" in q["failure"]
+
+
 def test_cli_gate_failure_exits_1_and_names_nodes(broken, tmp_path):
     model, data = broken
     out = tmp_path / "q.onnx"
     result = CliRunner().invoke(app, ["quantize", str(model), "--calib", str(data), "--data",
                                       str(data), "--out", str(out)])
     assert result.exit_code == 1, result.output
-    assert "refused by the accuracy gate" in result.output and "logits5" not in result.output
+    assert "refused by the accuracy gate" in result.output
     assert "Per-activation sensitivity" in result.output and not out.exists()
+    forced = CliRunner().invoke(app, ["quantize", str(model), "--calib", str(data), "--data",
+                                      str(data), "--out", str(out), "--force"])
+    assert forced.exit_code == 1 and out.is_file() and "--force" in forced.output
 
 
-def test_cli_quantize_fp16_and_errors(tiny_model_path, tmp_path):
+def test_cli_quantize_fp16_and_errors(tiny_model_path, calib_dir, tmp_path):
     runner = CliRunner()
     out = tmp_path / "t16.onnx"
-    ok = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16", "--out", str(out)])
+    ok = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16", "--out", str(out),
+                             "--calib", str(calib_dir)])
     assert ok.exit_code == 0, ok.output
     assert "fp16" in ok.output and read_contract(out).precision == "fp16"
     no_calib = runner.invoke(app, ["quantize", str(tiny_model_path), "--out", str(tmp_path / "s.onnx")])
     assert no_calib.exit_code == 2 and "needs calibration images" in no_calib.output
+    unchecked = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16",
+                                    "--out", str(tmp_path / "u.onnx")])
+    assert unchecked.exit_code == 2 and "needs real images" in unchecked.output
     helptext = runner.invoke(app, ["quantize", "--help"])
-    assert "SLOWER" in helptext.output
+    assert "--reduce-range" in helptext.output

@@ -15,7 +15,7 @@ def test_cpu_session(tiny_model_path):
     session, info = create_session(tiny_model_path, provider="cpu")
     assert info.providers == ("CPUExecutionProvider",)
     assert info.provider == "cpu" and info.requested == "cpu" and not info.fell_back
-    assert [i.name for i in session.get_inputs()] == ["image", "masked_image"]
+    assert [i.name for i in session.get_inputs()] == ["image"]
 
 
 def test_auto_ends_with_cpu(tiny_model_path):
@@ -50,8 +50,10 @@ def test_threads_are_set_explicitly(tiny_model_path, threads):
 def test_default_threads_and_bad_threads(tiny_model_path):
     _, info = create_session(tiny_model_path, provider="cpu")
     assert info.intra_op_threads == default_threads() >= 1
-    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="--threads must be between 1 and 256"):
         create_session(tiny_model_path, provider="cpu", threads=0)
+    with pytest.raises(ValueError, match="--threads must be between 1 and 256"):
+        create_session(tiny_model_path, provider="cpu", threads=100_000)
 
 
 def test_missing_and_corrupt_models(tmp_path):

@@ -1,26 +1,21 @@
-"""Augmentation and the batch source: determinism, and the mask computed after augmentation.
-
-These run without TensorFlow (OpenCV and numpy only), except the tf.data wrapper test.
-"""
+"""Augmentation and the batch source: determinism, and the model's own preprocessing graph run
+after augmentation. These run without TensorFlow, except the tf.data wrapper test."""
 
 from __future__ import annotations
-
-import os
-import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
-from dataset_builders import synthetic_dataset, synthetic_smear  # noqa: E402
+from dataset_builders import synthetic_dataset, synthetic_smear
+from leukedge.runtime.dataset import discover_dataset
+from leukedge.runtime.splits import make_split
+from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.runtime.preprocessing import PreprocessSpec
+from leukedge.train.augment import AugmentSpec, affine_matrix, augment, random_color
+from leukedge.train.data import BatchSource, class_weights, load_images
 
-from leukedge.runtime.preprocess import PreprocessSpec, hsv_mask, preprocess_array  # noqa: E402
-from leukedge.train.augment import (AugmentSpec, affine_matrix, augment,  # noqa: E402
-                                    augmented_inputs, random_color)
-from leukedge.runtime.dataset import discover_dataset, make_split  # noqa: E402
-from leukedge.train.data import BatchSource, class_weights, load_images  # noqa: E402
-
-SPEC = PreprocessSpec(input_size=(32, 32))
+SPEC = PreprocessSpec(input_size=(32, 32), masked_input=True)
+RUNNER = PreprocessRunner(SPEC)
 
 
 @pytest.fixture()
@@ -84,15 +79,15 @@ def test_color_jitter_stays_in_range(smear):
                   - smear).max() <= 1
 
 
-def test_mask_is_computed_after_augmentation(smear):
+def test_the_graph_runs_after_augmentation(smear):
     spec = AugmentSpec(hue_deg=60)  # large hue shifts move stain pixels in and out of the mask
-    for seed in range(5):
-        image, masked = augmented_inputs(smear, spec, np.random.default_rng(seed), SPEC)
-        expected = image * hsv_mask(image, SPEC.hsv_mask)[..., None]
-        assert np.array_equal(masked, expected)
-        augmented = augment(smear, spec, np.random.default_rng(seed))
-        ref_image, ref_masked = preprocess_array(augmented, SPEC)
-        assert np.array_equal(image, ref_image) and np.array_equal(masked, ref_masked)
+    for seed in range(3):
+        source = BatchSource([smear], [0], RUNNER, 1, 4, spec, seed=seed)
+        (x, _), = list(source())
+        augmented = augment(smear, spec, np.random.default_rng([seed, 0, 0]))
+        expected = RUNNER(augmented[None])
+        assert np.array_equal(x["image"], expected["image"])
+        assert np.array_equal(x["masked_image"], expected["masked_image"])
 
 
 def test_undecodable_images_are_reported_and_left_out_of_the_split(tmp_path):
@@ -115,7 +110,7 @@ def test_class_weights_are_balanced():
 
 def _source(images, **kwargs):
     labels = np.arange(len(images)) % 4
-    return BatchSource(images, labels, SPEC, batch_size=4, num_classes=4, **kwargs)
+    return BatchSource(images, labels, RUNNER, batch_size=4, num_classes=4, **kwargs)
 
 
 def test_batch_source_epochs_are_reproducible(smear):
@@ -133,14 +128,19 @@ def test_batch_source_epochs_are_reproducible(smear):
     assert not np.array_equal(epoch0, a[0][0]["image"])
 
 
-def test_batch_source_without_augmentation_equals_runtime_preprocessing(smear):
+def test_batch_source_without_augmentation_equals_the_deployed_preprocessing(smear):
     images = [smear, smear[::-1].copy()]
     (x, y), = list(_source(images)())
-    for i, image in enumerate(images):
-        ref_image, ref_masked = preprocess_array(image, SPEC)
-        assert np.array_equal(x["image"][i], ref_image)
-        assert np.array_equal(x["masked_image"][i], ref_masked)
+    expected = RUNNER(np.stack(images))
+    assert np.array_equal(x["image"], expected["image"])
+    assert np.array_equal(x["masked_image"], expected["masked_image"])
     assert y.tolist() == [[1, 0, 0, 0], [0, 1, 0, 0]]
+
+
+def test_images_of_several_sizes_go_through_the_graph(smear):
+    images = [smear, smear[:48, :40].copy()]
+    (x, _), = list(_source(images)())
+    assert x["image"].shape == (2, 32, 32, 3)
 
 
 @pytest.mark.slow

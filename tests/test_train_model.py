@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from leukedge.train import (BACKBONES, HybridConfig, backbone_names, build_hybrid,
+from leukedge.train import (BACKBONES, HybridConfig, backbone_names, build_hybrid, build_parts,
                             count_parameters, flatten_parameter_count, get_backbone, seg_map_shape)
 from leukedge.train.backbones import resolve_weights
 
@@ -13,30 +13,36 @@ LIGHT = [row.name for row in BACKBONES if row.light]
 HEAVY_BUILT = ["densenet201", "vgg16", "convnext_tiny"]  # convnext_base: same code, 88 M params
 
 
-def _inputs(size: int, batch: int = 2, scale: float = 1 / 255):
+def _inputs(size: int, batch: int = 2, hybrid: bool = True):
     rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, (batch, size, size, 3)).astype(np.float32) * scale
-    return {"image": image, "masked_image": image * (rng.random((batch, size, size, 1)) > 0.5)}
+    image = rng.integers(0, 256, (batch, size, size, 3)).astype(np.float32) / 255
+    masked = image * (rng.random((batch, size, size, 1)) > 0.5)
+    return {"image": image, "masked_image": masked} if hybrid else {"image": image}
 
 
 # --------------------------------------------------------------------------- registry (no TF)
 
 def test_registry_lookup_and_error_lists_valid_names():
-    assert backbone_names() == ("densenet201", "convnext_tiny", "convnext_base", "vgg16",
-                                "mobilenet_v3_small", "efficientnet_b0", "small_cnn")
+    assert backbone_names() == ("efficientnet_lite0", "efficientnet_lite1", "densenet201",
+                                "convnext_tiny", "convnext_base", "vgg16", "mobilenet_v3_small",
+                                "efficientnet_b0", "small_cnn")
     assert get_backbone("densenet201").frozen_layers == 500
     assert get_backbone("convnext_tiny").frozen_layers == 100
-    with pytest.raises(ValueError, match="Unknown backbone 'densnet'. Valid: densenet201, "
-                                         "convnext_tiny, .*small_cnn"):
+    with pytest.raises(ValueError, match="Unknown backbone 'densnet'. Valid: efficientnet_lite0, "
+                                         ".*small_cnn"):
         get_backbone("densnet")
 
 
-def test_rows_declare_their_input_scaling():
+def test_rows_declare_their_normalisation():
     for name in ("convnext_tiny", "convnext_base", "efficientnet_b0", "mobilenet_v3_small"):
-        assert get_backbone(name).scale == 1.0
-    assert get_backbone("small_cnn").scale == pytest.approx(1 / 255)
-    assert get_backbone("densenet201").normalization == "torch"
-    assert get_backbone("vgg16").normalization == "caffe"
+        assert get_backbone(name).mean == (0.0, 0.0, 0.0) and get_backbone(name).std == (1.0,) * 3
+    assert get_backbone("small_cnn").std == (255.0,) * 3
+    assert get_backbone("efficientnet_lite0").mean == (127.0,) * 3
+    assert get_backbone("efficientnet_lite0").std == (128.0,) * 3
+    assert get_backbone("densenet201").std[0] == pytest.approx(0.229 * 255)
+    assert get_backbone("vgg16").channel_order == "BGR"
+    spec = HybridConfig.resolve("vgg16", input_size=(32, 32)).preprocess_spec()
+    assert spec.channel_order == "BGR" and spec.masked_input
 
 
 def test_weights_argument(tmp_path):
@@ -45,11 +51,14 @@ def test_weights_argument(tmp_path):
     assert resolve_weights(row, "imagenet") == "imagenet"
     with pytest.raises(ValueError, match="no ImageNet weights"):
         resolve_weights(get_backbone("small_cnn"), "imagenet")
-    with pytest.raises(ValueError, match="neither 'imagenet', 'none' nor an existing file"):
+    with pytest.raises(ValueError, match="--weights .* neither 'imagenet', 'none' nor an "
+                                         "existing file"):
         resolve_weights(row, tmp_path / "missing.h5")
     (tmp_path / "w.bin").write_bytes(b"x")
-    with pytest.raises(ValueError, match="not a Keras weights file"):
+    with pytest.raises(ValueError, match="not a weights file for densenet201"):
         resolve_weights(row, tmp_path / "w.bin")
+    (tmp_path / "w.pth").write_bytes(b"x")
+    assert resolve_weights(get_backbone("efficientnet_lite0"), tmp_path / "w.pth")
 
 
 def test_config_resolution_and_checks():
@@ -63,8 +72,8 @@ def test_config_resolution_and_checks():
         HybridConfig.resolve("small_cnn", input_size=(100, 100))
 
 
-def test_seed_seg_map_arithmetic():
-    assert seg_map_shape((224, 224)) == (56, 56, 128)  # the seed's 401,408 flatten features
+def test_reference_seg_map_arithmetic():
+    assert seg_map_shape((224, 224)) == (56, 56, 128)  # the reference study's 401,408 flatten features
     assert np.prod(seg_map_shape((224, 224))) == 401_408
     assert seg_map_shape((128, 128), seg_width=0.5) == (32, 32, 64)
 
@@ -74,22 +83,33 @@ def test_seed_seg_map_arithmetic():
 @pytest.mark.slow
 @pytest.mark.parametrize("name", LIGHT)
 def test_light_rows_build_tiny_hybrids(name):
-    row = get_backbone(name)
-    model = build_hybrid(name, input_size=(32, 32), seg_width=0.25)
+    model = build_hybrid(name, input_size=(32, 32), seg_width=0.25, seg_features="gap")
     assert [t.name for t in model.inputs] == ["image", "masked_image"]
-    assert model.get_layer("probs").output.shape[-1] == 4
-    probs = np.asarray(model(_inputs(32, scale=row.scale), training=False))
-    assert probs.shape == (2, 4) and np.isfinite(probs).all()
-    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+    assert model.get_layer("logits").output.shape[-1] == 4
+    assert model.get_layer("features") is not None
+    logits = np.asarray(model(_inputs(32), training=False))
+    assert logits.shape == (2, 4) and np.isfinite(logits).all()
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", HEAVY_BUILT)
 def test_heavy_rows_build_at_32(name):
-    row = get_backbone(name)
-    model = build_hybrid(name, input_size=(32, 32), seg_width=0.25, head_units=(16,))
-    probs = np.asarray(model(_inputs(32, batch=1, scale=row.scale), training=False))
-    assert probs.shape == (1, 4) and np.isfinite(probs).all()
+    model = build_hybrid(name, input_size=(32, 32), seg_width=0.25, head_units=(16,),
+                         seg_features="gap")
+    logits = np.asarray(model(_inputs(32, batch=1), training=False))
+    assert logits.shape == (1, 4) and np.isfinite(logits).all()
+
+
+@pytest.mark.slow
+def test_lite_parts_share_their_layers_with_the_full_model():
+    config = HybridConfig.resolve("efficientnet_lite0", input_size=(64, 64), seg_features="none")
+    parts = build_parts(config, None, fine_tune_from=8)
+    x = _inputs(64, hybrid=False)
+    cut = parts.lower(x["image"], training=False)
+    assert tuple(cut.shape[1:]) == parts.backbone.cut_shape((64, 64), 8) == (4, 4, 80)
+    np.testing.assert_allclose(np.asarray(parts.upper({"cut": cut}, training=False)),
+                               np.asarray(parts.full(x, training=False)), atol=1e-5)
+    assert {w.path for w in parts.upper.weights} <= {w.path for w in parts.full.weights}
 
 
 @pytest.mark.slow
@@ -98,7 +118,8 @@ def test_flatten_parameter_arithmetic_matches_a_build():
     gap = build_hybrid(config)
     flat = build_hybrid(config, seg_features="flatten")
     assert count_parameters(flat)["total"] == flatten_parameter_count(gap, config)
-    assert gap.get_layer("seg_gap") is not None and flat.get_layer("seg_flatten") is not None
+    branch = gap.get_layer("segmentation_branch")
+    assert branch.get_layer("seg_gap") is not None
     with pytest.raises(ValueError, match="gap variant"):
         flatten_parameter_count(flat, HybridConfig.from_dict({**config.to_dict(),
                                                               "seg_features": "flatten"}))
@@ -108,7 +129,8 @@ def test_flatten_parameter_arithmetic_matches_a_build():
 def test_save_and_load_roundtrip_is_identical(tmp_path):
     from leukedge.train import load_model
 
-    model = build_hybrid("small_cnn", input_size=(32, 32), seg_width=0.25, head_units=(8,))
+    model = build_hybrid("small_cnn", input_size=(32, 32), seg_width=0.25, head_units=(8,),
+                         seg_features="gap")
     path = tmp_path / "m.keras"
     model.save(path)
     again = load_model(path)

@@ -1,0 +1,55 @@
+"""Bundled model names: the precision-free name picks INT8 only where its kernels are exact."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from leukedge.runtime import models
+from leukedge.runtime.models import ModelNotFoundError, bundled_models, resolve_model
+
+
+@pytest.fixture()
+def shelf(tmp_path, monkeypatch):
+    for name in ("default-int8", "default-fp32", "fast-int8"):
+        (tmp_path / f"leukedge-{name}.onnx").write_bytes(b"x")
+    monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("vnni, expected", [(True, "default-int8"), (None, "default-int8"),
+                                            (False, "default-fp32")])
+def test_default_picks_int8_on_vnni_cpus_only(shelf, monkeypatch, vnni, expected):
+    monkeypatch.setattr(models, "has_int8_vnni", lambda: vnni)
+    assert resolve_model(None).name == f"leukedge-{expected}.onnx"
+    assert resolve_model("default").name == f"leukedge-{expected}.onnx"
+
+
+def test_explicit_names_and_a_model_without_fp32(shelf, monkeypatch):
+    monkeypatch.setattr(models, "has_int8_vnni", lambda: False)
+    assert resolve_model("default-int8").name == "leukedge-default-int8.onnx"
+    assert resolve_model("fast").name == "leukedge-fast-int8.onnx"  # nothing else to pick
+    assert list(bundled_models()) == ["default-fp32", "default-int8", "fast-int8"]
+    with pytest.raises(ModelNotFoundError, match="bundled: default, fast, default-fp32"):
+        resolve_model("slow")
+
+
+def test_full_range_int8_warns_on_a_cpu_without_vnni(make_tiny_onnx, tmp_path, monkeypatch):
+    from leukedge.runtime import classifier
+
+    path = make_tiny_onnx(tmp_path / "q.onnx", precision="int8",
+                          quantization={"method": "static", "reduce_range": False})
+    monkeypatch.setattr(classifier, "has_int8_vnni", lambda: False)
+    with pytest.warns(classifier.Int8SaturationWarning, match="without VNNI"):
+        classifier.Classifier(path, provider="cpu")
+    monkeypatch.setattr(classifier, "has_int8_vnni", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        classifier.Classifier(path, provider="cpu")
+
+
+def test_vnni_detection_reads_this_cpu():
+    from leukedge.runtime.cpu import has_int8_vnni
+
+    assert has_int8_vnni() in (True, False, None)
