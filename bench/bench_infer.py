@@ -1,15 +1,16 @@
 """End-to-end speed and memory of `leukedge infer`, as a user runs it, in one run.
 
-Measures, for each model given (default: the bundled INT8 and FP32 models):
+Measures, for each model given (default: every bundled model):
 - a folder of N real images (default 650), process start to last row written: images/s;
 - a cold `leukedge infer one.jpg` (process start to exit), median of several runs;
 - the peak resident memory (max RSS) of those processes;
-and, with --keras-reference, the seed-style DenseNet-201 hybrid (weights=None, 224x224, gap)
-under Keras `model.predict`, per image, in the same run (needs `leukedge[train]`).
+and, with --keras-reference, the reference study's DenseNet-201 hybrid (weights=None, 224x224,
+gap) under Keras `model.predict`, per image, in the same run (needs `leukedge[train]`).
+The machine (CPU model, cores, VNNI) is recorded with the numbers.
 
 Usage:
-    python bench/bench_infer.py --images ../shared/data/ALL/Original --n 650 --keras-reference \
-        --json docs/bench_infer.json
+    python bench/bench_infer.py --images ../shared/data/ALL/Original --n 650 \
+        --json docs/results/bench_infer.json
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from leukedge.export.machine import describe_machine
+from leukedge.runtime.evaluation.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,16 +76,17 @@ def bench_model(model: str, folder: Path, one: Path, repeats: int, batch: int) -
 
 
 def keras_reference(images: list[Path], repeats: int = 3) -> dict:
-    """Seed-style DenseNet-201 hybrid (untrained weights; speed only) under model.predict."""
+    """The reference study's DenseNet-201 hybrid (untrained weights; speed only) under
+    model.predict, fed by the preprocessing graph."""
     import numpy as np
 
-    from leukedge.runtime.preprocess import PreprocessSpec, preprocess_batch
-    from leukedge.train.model import build_hybrid
+    from leukedge.runtime.decode import load_image
+    from leukedge.runtime.graph.runner import PreprocessRunner
+    from leukedge.train.model import HybridConfig, build_hybrid
 
-    model = build_hybrid("densenet201", input_size=(224, 224), seg_features="gap",
-                         weights=None)
-    x, m = preprocess_batch(images[:8], PreprocessSpec(input_size=(224, 224)))
-    feeds = {"image": x, "masked_image": m}
+    config = HybridConfig.resolve("densenet201", input_size=(224, 224), seg_features="gap")
+    model = build_hybrid(config)
+    feeds = PreprocessRunner(config.preprocess_spec())(np.stack([load_image(p) for p in images[:8]]))
     model.predict({k: v[:1] for k, v in feeds.items()}, verbose=0)  # warm-up / trace
     per_image = []
     for _ in range(repeats):
@@ -95,7 +97,7 @@ def keras_reference(images: list[Path], repeats: int = 3) -> dict:
     start = time.perf_counter()
     model.predict(feeds, batch_size=8, verbose=0)
     batch8 = (time.perf_counter() - start) * 1000 / 8
-    return {"model": "densenet201 hybrid (gap), Keras model.predict",
+    return {"model": "densenet201 hybrid (gap), Keras model.predict (preprocessing not timed)",
             "parameters": int(model.count_params()),
             "ms_per_image_batch1_median": round(statistics.median(per_image), 1),
             "ms_per_image_batch8": round(batch8, 1),
@@ -115,8 +117,8 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.models is None:
-        from leukedge.runtime.models import default_model_path
-        args.models = [str(default_model_path("int8")), str(default_model_path("fp32"))]
+        from leukedge.runtime.models import bundled_models
+        args.models = [str(p) for p in bundled_models().values()]
     images = pick_images(args.images, args.n)
     result = {"command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
               "machine": describe_machine(), "runs": []}

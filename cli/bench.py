@@ -64,4 +64,4 @@ def bench_command(
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge bench` to the app."""
-    app.command("bench")(bench_command)
+    app.command("bench", short_help="Latency and throughput on this machine.")(bench_command)

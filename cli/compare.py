@@ -101,4 +101,4 @@ def compare_command(
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge compare` to the app."""
-    app.command("compare")(compare_command)
+    app.command("compare", short_help="Models side by side on labelled images.")(compare_command)

@@ -129,5 +129,5 @@ def _print_summary(result, record, run_dir: Path) -> None:
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge export` to the app."""
-    app.command("export")(export_command)
+    app.command("export", short_help="Run folder -> one-file ONNX model.")(export_command)
 

@@ -59,7 +59,8 @@ class _Tally:
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge infer` to the app."""
-    app.command("infer", help=HELP, epilog=EPILOG)(infer)
+    app.command("infer", help=HELP, epilog=EPILOG,
+                short_help="Classify smear images (one row per input).")(infer)
 
 
 def _read_stdin_paths() -> list[str]:

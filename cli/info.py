@@ -22,7 +22,7 @@ EPILOG = ("Exit codes: 0 = a model this leukedge can run; 2 = not a readable leu
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge info` to the app."""
-    app.command("info", epilog=EPILOG)(info)
+    app.command("info", epilog=EPILOG, short_help="Show a model's contract.")(info)
 
 
 def _fmt(value: Any) -> str:

@@ -12,7 +12,7 @@ from .options import TableOrJson
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge models` to the app."""
-    app.command("models")(models)
+    app.command("models", short_help="List the bundled models.")(models)
 
 
 def model_rows() -> list[dict]:

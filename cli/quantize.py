@@ -157,4 +157,4 @@ def quantize_command(
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge quantize` to the app."""
-    app.command("quantize")(quantize_command)
+    app.command("quantize", short_help="FP32 model -> INT8 or FP16, checked.")(quantize_command)

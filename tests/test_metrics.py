@@ -1,4 +1,4 @@
-"""The seed's metrics against hand-computed confusion matrices (no TensorFlow)."""
+"""The reference study's metrics against hand-computed confusion matrices (no TensorFlow)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from leukedge.runtime.metrics import (SEED_COST_MATRIX, confusion_matrix, evaluate,
+from leukedge.runtime.metrics import (REFERENCE_COST_MATRIX, confusion_matrix, evaluate,
                                       metrics_from_confusion, wilson_interval)
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
@@ -20,7 +20,7 @@ def _labels_from_confusion(cm):
 
 
 def test_cost_matrix_is_the_seeds():
-    costs = np.array(SEED_COST_MATRIX)
+    costs = np.array(REFERENCE_COST_MATRIX)
     assert costs.tolist() == [[0, 10, 20, 30], [10, 0, 15, 25], [20, 15, 0, 10], [30, 25, 10, 0]]
     assert (costs == costs.T).all() and costs.sum() == 220
 
@@ -52,9 +52,9 @@ def test_hand_computed_example():
 def test_seed_densenet201_numbers():
     """The seed reported cost 20, 0.0386 per sample, cost-sensitive accuracy 0.999298.
 
-    The seed's matrix itself is not in the repository; this one has the same n (518 = 20 / 0.0386)
+    The study's confusion matrix itself is not in the repository; this one has the same n (518 = 20 / 0.0386)
     and total cost (two errors of cost 10). The 0.999298 comes out with sum(C) = 220, the sum of
-    the seed's cost matrix: 1 - 20 / (220 * 518 / 4) = 0.9992980.
+    the study's cost matrix: 1 - 20 / (220 * 518 / 4) = 0.9992980.
     """
     cm = [[80, 0, 0, 0], [1, 157, 0, 0], [0, 0, 153, 0], [0, 0, 1, 126]]
     y_true, y_pred = _labels_from_confusion(cm)

@@ -105,8 +105,8 @@ def markdown_report(comparison, pngs: Optional[dict[str, str]] = None) -> str:
              f"- Images: {comparison.n_images} from {comparison.source}",
              f"- Reference for agreement and probability differences: `{ref}`",
              f"- Machine: {machine_line(comparison.machine)}",
-             "- Cost: the seed's misclassification cost matrix (Benign, Early, Pre, Pro); "
-             "macro F1 is what the seed called \"weighted F1\"; weighted F1 is support-weighted.",
+             "- Cost: the reference study's misclassification cost matrix (Benign, Early, Pre, Pro); "
+             "macro F1 is what the reference study called \"weighted F1\"; weighted F1 is support-weighted.",
              "- Latency: one image per run (p50/p95); throughput: batches of 8.", "",
              format_markdown_table(comparison), ""]
     for row in comparison.rows:

@@ -1,6 +1,6 @@
 """Describe the machine a benchmark ran on: results mean little without the CPU and its flags.
 
-INT8 speed depends on AVX512-VNNI / AVX-VNNI / AMX (TOOLCHAIN.md): record them with every number.
+INT8 speed and exactness depend on AVX512-VNNI / AVX-VNNI / AMX: record them with every number.
 Standard library and the runtime's affinity-aware CPU count, plus onnxruntime's version when
 installed.
 """

@@ -1,0 +1,67 @@
+"""examples/node: `npm install` is all the set-up, and `node classify.mjs` gives leukedge infer's
+labels and probabilities (within 1e-3) on the bundled samples, with the same review flags."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from leukedge.cli.main import app
+from leukedge.runtime.models import MODELS_DIR, bundled_models
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "node"
+SAMPLES = MODELS_DIR.parent / "samples"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are not installed on this machine")
+    folder = tmp_path_factory.mktemp("node") / "example"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("node_modules"))
+    done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=folder,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return folder
+
+
+def _node(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["node", "classify.mjs", *args], cwd=folder, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("model", ["default-fp32", "default-int8"])
+def test_node_gives_infers_answers(installed, model):
+    if model not in bundled_models():
+        pytest.skip(f"no bundled model {model!r}")
+    path = bundled_models()[model]
+    samples = sorted(SAMPLES.glob("*/*.jpg"))
+    node = _node(installed, "--model", str(path), *map(str, samples))
+    assert node.returncode == 0, node.stderr
+    js = [json.loads(line) for line in node.stdout.splitlines()]
+    py = [json.loads(line) for line in CliRunner().invoke(
+        app, ["infer", *map(str, samples), "--model", str(path), "-f", "json"]).stdout.splitlines()]
+    assert [r["path"] for r in js] == [r["path"] for r in py]
+    for a, b in zip(js, py):
+        assert a["label"] == b["label"]
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-3)
+        assert a["needs_review"] == b["needs_review"]
+
+
+def test_node_reports_a_bad_file_and_the_contract_reader_refuses_other_models(installed, tmp_path,
+                                                                               make_tiny_onnx):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("not an image")
+    model = make_tiny_onnx(tmp_path / "tiny.onnx")
+    result = _node(installed, "--model", str(model), str(bad))
+    assert result.returncode == 1 and json.loads(result.stdout)["needs_review"] is True
+    plain = make_tiny_onnx(tmp_path / "plain.onnx", contract=False)
+    refused = _node(installed, "--model", str(plain), str(bad))
+    assert refused.returncode == 2 and "not a leukedge model" in refused.stderr
