@@ -1,7 +1,7 @@
 """The accuracy gate of quantization: refuse a child model that loses too much.
 
 Both the FP32 parent and the quantized child are scored on the same labelled images with the
-seed's metrics; the child passes when its accuracy drops by at most ``max_drop_pp`` percentage
+reference study's metrics; the child passes when its accuracy drops by at most ``max_drop_pp`` percentage
 points and its misclassification cost per sample (seed cost matrix) rises by at most
 ``max_cost_rise``.
 """

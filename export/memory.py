@@ -1,7 +1,7 @@
 """Size guard for Keras -> ONNX conversion: refuse before TensorFlow eats the machine.
 
 tf2onnx freezes the graph, runs Grappler and builds the ONNX proto, holding several copies of
-every weight at once. Measured on the project machine (TOOLCHAIN.md): a 20.4 M-parameter
+every weight at once. Measured on the project's 24 GB development machine: a 20.4 M-parameter
 DenseNet-201 hybrid converted with ~3.5 GB; the 225.8 M-parameter Flatten variant was killed at
 23.3 GB. A straight line through those points, ``1.5 GB + 100 bytes per parameter``, gives
 3.5 GB and 24.1 GB: about 25 float32 copies of the weights on top of TensorFlow itself.

@@ -1,8 +1,8 @@
 """Training augmentation on uint8 RGB images (OpenCV), deterministic given a numpy Generator.
 
-The seed's Keras ``ImageDataGenerator`` settings: rotation 40 degrees, width/height shift 0.4 of
+The reference study's Keras ``ImageDataGenerator`` settings: rotation 40 degrees, width/height shift 0.4 of
 the size, shear 0.4, zoom 0.4 (x and y drawn independently from [0.6, 1.4]), horizontal flip.
-Keras 2 reads ``shear_range`` in degrees, so the seed's shear was 0.4 degrees, almost nothing;
+Keras 2 reads ``shear_range`` in degrees, so the study's shear was 0.4 degrees, almost nothing;
 we keep that meaning. Borders are reflected (``cv2.BORDER_REFLECT_101``) rather than Keras'
 "nearest" smear, so no artificial stain-coloured streaks reach the HSV mask.
 

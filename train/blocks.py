@@ -102,12 +102,12 @@ def _build_layers(net) -> None:
 
 
 def segmentation_block(masked, width: float = 1.0, depth: int = 4, name: str = "seg"):
-    """U-Net-style block on the masked image (the seed's): its feature map.
+    """U-Net-style block on the masked image (the reference study's): its feature map.
 
     Encoder: ``depth`` levels of 2 Conv-BN-ReLU with ``SEG_FILTERS * width`` filters, 2x2
     max-pooling between levels. Decoder: a 2x2 transposed convolution one level up, concatenated
     with that level's skip connection, 2 Conv-BN-ReLU. At 224x224 input and full width the result
-    is the seed's 56x56x128 map.
+    is the reference study's 56x56x128 map.
     """
     if not 2 <= depth <= len(SEG_FILTERS):
         raise ValueError(f"seg_depth must be 2..{len(SEG_FILTERS)}, got {depth}")

@@ -1,4 +1,4 @@
-"""Make Keras application backbones convertible by tf2onnx (TOOLCHAIN.md).
+"""Make Keras application backbones convertible by tf2onnx.
 
 Three layer kinds of ``keras.applications`` models do not convert:
 

@@ -1,6 +1,6 @@
 """Custom Keras layers of leukedge models, registered so a saved ``.keras`` file reloads.
 
-All of them are written with ops that tf2onnx converts (TOOLCHAIN.md): elementwise arithmetic,
+All of them are written with ops that tf2onnx converts: elementwise arithmetic,
 ``Gather`` and ``Erf``.
 """
 

@@ -18,7 +18,7 @@ from leukedge.runtime.confidence import (choose_review_threshold, expected_calib
                                          fit_temperature, softmax)
 from leukedge.runtime.contract import leukedge_version
 from leukedge.runtime.files import sha256_file
-from leukedge.runtime.metrics import SEED_COST_MATRIX, evaluate
+from leukedge.runtime.metrics import REFERENCE_COST_MATRIX, evaluate
 from leukedge.runtime.run_record import RUN_FILE, Calibration, RunRecord
 
 from .model import count_parameters
@@ -29,8 +29,8 @@ MAX_REVIEW_RATE = 0.03  # flag at most 3% of images for review
 
 def score(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str],
           temperature: float = 1.0) -> dict:
-    """runtime.metrics.evaluate of calibrated predictions (the seed's cost matrix when it fits)."""
-    cost = SEED_COST_MATRIX if len(classes) == len(SEED_COST_MATRIX) else None
+    """runtime.metrics.evaluate of calibrated predictions (the reference study's cost matrix when it fits)."""
+    cost = REFERENCE_COST_MATRIX if len(classes) == len(REFERENCE_COST_MATRIX) else None
     probs = softmax(logits, temperature) if len(logits) else np.zeros((0, len(classes)))
     return evaluate(labels, probs.argmax(axis=1) if len(probs) else [], classes, cost)
 
