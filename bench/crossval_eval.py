@@ -15,7 +15,9 @@ Per fold (``fold<k>/eval.json``, skipped when present, so a run resumes):
 5. the input checks on the held-out images and on images that are not smears.
 
 Then ``summary.json`` and ``summary.md``: mean +- sd over folds of every row, the pooled
-out-of-fold temperature, ECE and review threshold, and what the threshold catches per fold.
+confusion matrices, the pooled out-of-fold temperature, ECE and review threshold, and what the
+threshold catches per fold; and ``calibration.json``, which ``leukedge export --calibration``
+puts into the contract of the final model trained on all images with the same recipe.
 
     python bench/crossval_eval.py runs/cv/lite0-224 --data ../shared/data/ALL
 """
@@ -202,10 +204,34 @@ def summarise(folds: list[dict]) -> dict:
                    "not_smears_unflagged": sorted({k for f in folds for k, v in
                                                    f["sanity"]["not_smears"].items()
                                                    if not v["needs_review"]})},
+        "confusion_matrix": {name: np.sum([f["rows"][name]["confusion_matrix"] for f in folds],
+                                          axis=0).tolist() for name in ("fp32", "int8")},
         "size_bytes": folds[0]["size_bytes"],
         "train_seconds": mean_sd([f["train_seconds"] for f in folds]),
         "train_images_per_second": mean_sd([f["train_images_per_second"] for f in folds]),
     }
+
+
+def calibration_file(s: dict) -> dict:
+    """``calibration.json`` (leukedge.export.cv_calibration) from a summary."""
+    def flat(name: str) -> dict:
+        row = s["rows"][name]
+        out = {k: row[k]["mean"] for k in KEYS}
+        out.update({f"{k}_sd": row[k]["sd"] for k in KEYS})
+        return {**out, "n": s["n"], "folds": s["folds"],
+                "confusion_matrix": s["confusion_matrix"][name]}
+
+    pooled = s["pooled_oof"]
+    return {"format": "leukedge.calibration", "version": 1,
+            "source": f"{s['folds']}-fold grouped cross-validation of recipe {s['recipe']}, "
+                      f"{s['n']} out-of-fold images",
+            "temperature": pooled["temperature"], "ece_before": pooled["ece_before"],
+            "ece_after": pooled["ece_after"],
+            "review_below": pooled["review_threshold"]["threshold"],
+            "review": pooled["review_threshold"],
+            "metrics": {"fp32": flat("fp32"), "int8": flat("int8")},
+            "int8": {"method": "static", "per_channel": True, "reduce_range": False,
+                     "weight_type": "int8"}}
 
 
 def markdown(s: dict) -> str:
@@ -245,6 +271,8 @@ def main(argv=None) -> int:
     summary = summarise(folds)
     atomic_write_text(args.cv_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     atomic_write_text(args.cv_dir / "summary.md", markdown(summary))
+    atomic_write_text(args.cv_dir / "calibration.json",
+                      json.dumps(calibration_file(summary), indent=1) + "\n")
     print(markdown(summary))
     print(json.dumps({k: summary[k] for k in ("int8_minus_fp32_pp", "pooled_oof", "sanity")},
                      indent=1))

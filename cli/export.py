@@ -32,6 +32,7 @@ def resolve_run(source: Path) -> tuple[Path, Path]:
 def load_run_images(record, run_dir: Path, data: Optional[Path], parity_count: int):
     """(parity pixels, where, training pixels) from the run's split manifest."""
     from leukedge.runtime.evaluation.labelled import load_labelled
+    from leukedge.runtime.splits import held_out_split
 
     data_dir = data or Path(record.data.get("dir", ""))
     split_file = run_dir / "split.json"
@@ -41,9 +42,10 @@ def load_run_images(record, run_dir: Path, data: Optional[Path], parity_count: i
                          "on the training images)")
     if not split_file.is_file():
         raise ValueError(f"{split_file} is missing")
-    test = load_labelled(data_dir, record.classes, split_file, "test", limit=parity_count)
+    split = held_out_split(split_file)
+    held = load_labelled(data_dir, record.classes, split_file, split, limit=parity_count)
     train = load_labelled(data_dir, record.classes, split_file, "train")
-    return test.decode(), f"test split ({len(test)} images)", train.decode()
+    return held.decode(), f"{split} split ({len(held)} images)", train.decode()
 
 
 def export_command(
@@ -66,6 +68,10 @@ def export_command(
         "--input-checks/--no-input-checks",
         help="Set the blank / no-stain / unlike-training checks on the training images.")
     ] = True,
+    calibration: Annotated[Optional[Path], typer.Option(
+        show_default=False, help="calibration.json of a cross-validation of the same recipe "
+                                 "(bench/crossval_eval.py): its temperature, review threshold "
+                                 "and metrics go into the contract.")] = None,
     triton: Annotated[Optional[Path], typer.Option(
         show_default=False, help="Also write a Triton model repository here.")] = None,
     overwrite: Annotated[bool, typer.Option(
@@ -82,6 +88,13 @@ def export_command(
 
         keras_path, run_file = resolve_run(source)
         record = RunRecord.read(run_file)
+        extra = None
+        if calibration is not None:
+            from leukedge.export.cv_calibration import (apply_cv_calibration, cv_provenance,
+                                                        read_cv_calibration)
+
+            cv = read_cv_calibration(calibration)
+            record, extra = apply_cv_calibration(record, cv), cv_provenance(cv)
         target = out or keras_path.with_suffix(".onnx")
         if target.exists() and not overwrite:
             raise ValueError(f"{target} exists; choose another --out or pass --overwrite")
@@ -99,7 +112,8 @@ def export_command(
         result = export_keras(load_model(keras_path), target, record, parity_images=parity,
                               parity_source=where,
                               train_images=train_pixels if input_checks else (),
-                              review_below=review_below, tolerance=tolerance)
+                              review_below=review_below, tolerance=tolerance,
+                              extra_provenance=extra)
     _print_summary(result, record, keras_path.parent)
     if triton is not None:
         from leukedge.export.triton import write_triton_repository

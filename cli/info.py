@@ -52,7 +52,8 @@ def _pre_lines(pre: dict) -> list[tuple[str, str]]:
 def _metrics_line(m: Optional[dict]) -> str:
     if not m:
         return "-"
-    parts = [f"accuracy {m['accuracy']:.2%}" if "accuracy" in m else "",
+    sd = f" +- {m['accuracy_sd']:.2%}" if "accuracy_sd" in m else ""
+    parts = [f"accuracy {m['accuracy']:.2%}{sd}" if "accuracy" in m else "",
              f"cost/image {m['cost_per_sample']:.3f}" if "cost_per_sample" in m else "",
              f"macro F1 {m['macro_f1']:.4f}" if "macro_f1" in m else "",
              f"n={m['n']}" if "n" in m else ""]
@@ -90,7 +91,9 @@ def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[st
                                     f"{_fmt(calibration.get('ece_before'))} -> "
                                     f"{_fmt(calibration.get('ece_after'))}, fitted on "
                                     f"{calibration.get('fitted_on', '?')})")]),
-        ("Metrics", [("test", _metrics_line(c.get("metrics")))]),
+        ("Metrics", [("measured on", str((c.get("provenance") or {}).get("metrics_source")
+                                         or "test split")),
+                     ("result", _metrics_line(c.get("metrics")))]),
         ("Weights", [("initial", _fmt(c.get("weights") or {}) or "-")]),
         ("Provenance", [(k, _fmt(v)) for k, v in (c.get("provenance") or {}).items()
                         if k in ("data_manifest_sha256", "split_manifest_sha256", "seed",

@@ -33,7 +33,7 @@ def model_rows() -> list[dict]:
         rows.append({**row, "precision": c.precision, "backbone": c.backbone,
                      "input_size": list(c.preprocessing.input_size),
                      "accuracy": m.get("accuracy"), "cost_per_sample": m.get("cost_per_sample"),
-                     "metrics_on": (c.provenance.get("metrics_source") or "test split"),
+                     "metrics_on": c.provenance.get("metrics_source") or "test split",
                      "review_below": c.review_below})
     return rows
 

@@ -48,13 +48,29 @@ def parse_units(text: Optional[str]) -> Optional[tuple[int, ...]]:
         raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
 
 
+def parse_split(text: str) -> tuple[float, float, float]:
+    """'64/20/16' (percent of train/val/test) -> fractions; test may be 0."""
+    try:
+        parts = [float(p) for p in text.replace(",", "/").split("/")]
+    except ValueError:
+        parts = []
+    if len(parts) != 3 or min(parts) < 0 or abs(sum(parts) - 100) > 1e-6 or not parts[1] > 0:
+        raise typer.BadParameter(f"expected TRAIN/VAL/TEST percentages summing to 100 with "
+                                 f"VAL > 0, e.g. 64/20/16 or 85/15/0; got {text!r}")
+    return (parts[0] / 100, parts[1] / 100, parts[2] / 100)
+
+
 def summary(result) -> str:
     r = result.record
     m = r.test_metrics
-    lines = [f"Run folder: {result.out_dir}",
-             f"Test split: n={m['n']}  accuracy={m['accuracy']:.4f} "
-             f"(95% CI {m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f})  "
-             f"macro F1={m['macro_f1']:.4f}"]
+    lines = [f"Run folder: {result.out_dir}"]
+    if m.get("n"):
+        lines.append(f"Test split: n={m['n']}  accuracy={m['accuracy']:.4f} "
+                     f"(95% CI {m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f})  "
+                     f"macro F1={m['macro_f1']:.4f}")
+    else:
+        lines.append("No test split (--split ../0): estimate the accuracy by cross-validation "
+                     "(bench/crossval.py)")
     if "total_cost" in m:
         lines.append(f"Misclassification cost={m['total_cost']:.0f} "
                      f"({m['cost_per_sample']:.4f}/image), "
@@ -105,6 +121,13 @@ def train_command(
         help="end_to_end: plateau (the reference study's) or cosine.")] = Schedule("cosine"),
     patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience, epochs.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and order.")] = 42,
+    split: Annotated[str, typer.Option(
+        metavar="TRAIN/VAL/TEST", help="Percentages of the duplicate-aware split; TEST may be "
+                                       "0 for a final model (e.g. 85/15/0).")] = "64/20/16",
+    exclude: Annotated[Optional[list[Path]], typer.Option(
+        show_default=False, help="Images or folders to keep out of training, with their "
+                                 "duplicates (e.g. sample images shipped with the model); "
+                                 "repeatable.")] = None,
     variant: Annotated[Variant, typer.Option(  # type: ignore[valid-type]
         help="original or segmented (ALL layout).")] = Variant("original"),
     color_jitter: Annotated[bool, typer.Option(
@@ -144,7 +167,7 @@ def train_command(
         settings = TrainSettings(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             variant=variant.value, patience=patience, schedule=schedule.value,
-            method=method.value, head_epochs=head_epochs,
+            method=method.value, head_epochs=head_epochs, fractions=parse_split(split),
             head_learning_rate=head_learning_rate, fine_tune_from=fine_tune_from,
             bank_copies=bank_copies,
             augment=AugmentSpec(rotation_deg=rotation, shift=shift, zoom=zoom,
@@ -162,7 +185,8 @@ def train_command(
 
     with reported(ValueError):
         result = train(data_dir, run_dir, config, settings, resolved_weights,
-                       verbose=1 if sys.stdout.isatty() else 2, overwrite=overwrite)
+                       verbose=1 if sys.stdout.isatty() else 2, overwrite=overwrite,
+                       exclude=exclude or ())
     typer.echo(summary(result))
     raise typer.Exit(EXIT_OK)
 

@@ -64,11 +64,16 @@ def _exporter_versions() -> dict:
 
 
 def contract_from_record(record: RunRecord, n_parameters: int, sanity: Optional[SanityFit],
-                         review_below: Optional[float] = None) -> ModelContract:
+                         review_below: Optional[float] = None,
+                         extra_provenance: Optional[dict] = None) -> ModelContract:
     """The FP32 contract of an exported model, from its run record and the export's checks."""
     provenance = {"data_manifest_sha256": record.data_manifest_sha256,
                   "split_manifest_sha256": record.split_manifest_sha256, "seed": record.seed,
-                  "run_id": record.run_id, "exporter": _exporter_versions()}
+                  "run_id": record.run_id, "exporter": _exporter_versions(),
+                  "metrics_source": "test split" if record.test_metrics.get("n") else "none"}
+    if record.data.get("excluded_sha256"):
+        provenance["excluded_sha256"] = list(record.data["excluded_sha256"])
+    provenance.update(extra_provenance or {})
     if record.model_sha256:
         provenance["keras_sha256"] = record.model_sha256
     if sanity is not None:
@@ -126,7 +131,8 @@ def export_keras(model: Any, out_path: str | Path, record: RunRecord, *,
                  parity_images: Sequence[np.ndarray], parity_source: str,
                  train_images: Sequence[np.ndarray] = (), review_below: Optional[float] = None,
                  tolerance: float = PARITY_TOLERANCE,
-                 available_memory: Optional[int] = None) -> ExportResult:
+                 available_memory: Optional[int] = None,
+                 extra_provenance: Optional[dict] = None) -> ExportResult:
     """Export a trained Keras classifier to the checked one-file ONNX model.
 
     Args:
@@ -142,6 +148,8 @@ def export_keras(model: Any, out_path: str | Path, record: RunRecord, *,
         review_below: override of the run record's review threshold.
         tolerance: max absolute probability difference allowed against Keras.
         available_memory: bytes available for the size guard; None reads /proc/meminfo.
+        extra_provenance: more provenance for the contract (e.g. a cross-validation's metrics,
+            :func:`leukedge.export.cv_calibration.cv_provenance`).
 
     Raises:
         ModelTooLargeError: before converting, when the conversion would not fit in memory.
@@ -161,7 +169,7 @@ def export_keras(model: Any, out_path: str | Path, record: RunRecord, *,
         sanity = fit_sanity(runner, net_session, train_images)
     composed = compose_model(net, spec, record.calibration.temperature,
                              sanity.ood if sanity else None)
-    contract = contract_from_record(record, n_params, sanity, review_below)
+    contract = contract_from_record(record, n_params, sanity, review_below, extra_provenance)
     parity = check_parity(model, embed_contract(composed, contract).SerializeToString(), record,
                           runner, parity_images, parity_source, tolerance)
     contract = contract.with_updates(provenance={**contract.provenance, "parity": parity.to_dict()})

@@ -12,11 +12,14 @@ pixels as its parent.
   convnets (``ConvInteger``); kept for comparison.
 - ``fp16``: onnxconverter-common with ``keep_io_types``; halves the file, no speed gain on CPU.
 
-Weights: ``int8`` with ``reduce_range`` (7-bit) by default. ONNX Runtime's u8s8 kernels on CPUs
-without VNNI (AVX2 only) multiply pairs into 16 bits and saturate with full 8-bit weights; 7-bit
-weights cannot overflow there, so the model computes the same integers on AVX2 and VNNI CPUs.
-``uint8`` weights (u8u8 kernels) also avoid saturation but were 10-20x slower for
-EfficientNet-Lite's depthwise convolutions on an AVX512-VNNI CPU (docs/RESULTS.md).
+Weights: full-range ``int8``, per channel, by default: in the 5-fold cross-validation of the
+default recipe on an AVX512-VNNI CPU it matched FP32 within 0.19 points in every fold, while
+7-bit weights (``reduce_range``) lost up to 0.58 points (docs/RESULTS.md). ONNX Runtime's u8s8
+kernels on CPUs without VNNI (AVX2 only) sum pairs of products in 16 bits and can saturate
+with full 8-bit weights; 7-bit weights cannot, so ``--reduce-range`` is the setting for models
+that must run on AVX2-only PCs (the runtime warns when a full-range model runs on one, see
+:mod:`leukedge.runtime.cpu`). ``uint8`` weights (u8u8 kernels) also avoid saturation but were
+10-20x slower for EfficientNet-Lite's depthwise convolutions on the VNNI CPU.
 
 The child keeps the parent's contract with ``precision``, ``quantization`` and
 ``provenance.parent_sha256`` updated. It is written only when it agrees with its parent (top-1
@@ -70,7 +73,7 @@ class QuantizeOptions:
     calib_paths: tuple[Path, ...] = ()
     calib_method: str = "minmax"
     per_channel: bool = True
-    reduce_range: bool = True  # 7-bit weights: no u8s8 saturation on CPUs without VNNI
+    reduce_range: bool = False  # True: 7-bit weights, no u8s8 saturation on CPUs without VNNI
     exclude_nodes: tuple[str, ...] = ()
     weight_type: str = "int8"
     min_agreement: float = DEFAULT_MIN_AGREEMENT
@@ -124,9 +127,26 @@ def child_contract(parent: ModelContract, parent_sha256: str, options: QuantizeO
     provenance = {**parent.provenance, "parent_sha256": parent_sha256,
                   "parent_precision": parent.precision}
     provenance.pop("parity", None)  # the parent's Keras parity does not describe the child
+    metrics = cross_validated_metrics(parent, options)
+    if metrics is None:
+        provenance["metrics_source"] = "none"
     return parent.with_updates(precision=PRECISION_OF[options.method], quantization=quantization,
-                               provenance=provenance, metrics=None, created=_now(),
+                               provenance=provenance, metrics=metrics, created=_now(),
                                leukedge_version=leukedge_version())
+
+
+def cross_validated_metrics(parent: ModelContract, options: QuantizeOptions) -> Optional[dict]:
+    """The child's metrics from the parent's cross-validation, when the cross-validation
+    measured this very quantization setting (else None: the child has not been scored)."""
+    by_precision = parent.provenance.get("metrics_by_precision") or {}
+    setting = parent.provenance.get("cv_int8_setting") or {}
+    precision = PRECISION_OF[options.method]
+    if precision != "int8" or "int8" not in by_precision or not setting:
+        return None
+    ours = {"method": options.method, "per_channel": options.per_channel,
+            "reduce_range": options.reduce_range, "weight_type": options.weight_type}
+    same = all(ours[k] == v for k, v in setting.items() if k in ours)
+    return dict(by_precision["int8"]) if same else None
 
 
 def _now() -> str:

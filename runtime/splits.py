@@ -182,6 +182,14 @@ def make_folds(dataset: Dataset, k: int = 5, seed: int = 0,
     return fold_of
 
 
+def held_out_split(manifest_path: Optional[str | os.PathLike]) -> str:
+    """"test", or "val" for a manifest without a test split (a final model trained on all
+    images); "test" when there is no manifest (then every image is used)."""
+    if manifest_path is None:
+        return "test"
+    return "test" if read_split_manifest(manifest_path).paths("test") else "val"
+
+
 def write_split_manifest(path: str | os.PathLike, manifest: SplitManifest) -> str:
     """Write the manifest atomically as JSON; returns the sha256 of the written bytes."""
     text = json.dumps(manifest.to_dict(), indent=1) + "\n"

@@ -195,3 +195,68 @@ def test_cli_exports_a_run_folder_with_a_triton_repository(tmp_path, sample_imag
     (run_dir / "run.json").write_text(json.dumps({"classes": ["a", "b"]}))
     old = CliRunner().invoke(app, ["export", str(run_dir), "--overwrite"])
     assert old.exit_code == 2 and "run record version 1" in old.output
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # keras .save
+def test_final_model_export_takes_the_cross_validation_calibration(tmp_path, sample_images):  # noqa: ARG001
+    """A run without a test split (a final model) is checked on its val split, and
+    --calibration puts the cross-validation's temperature, threshold and metrics in the
+    contract, beside the sha256 of the images kept out of training."""
+    from typer.testing import CliRunner
+
+    from leukedge.cli.main import app
+    from leukedge.runtime.dataset import discover_dataset
+    from leukedge.runtime.splits import make_split, write_split_manifest
+
+    from dataset_builders import tiny_real_dataset
+
+    data = tiny_real_dataset(tmp_path / "data", per_class=6)
+    split = make_split(discover_dataset(data), seed=0, fractions=(0.5, 0.5, 0.0))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    sha = write_split_manifest(run_dir / "split.json", split)
+    _tiny_network().save(run_dir / "model.keras")
+    run = record().with_updates(split_manifest_sha256=sha, test_metrics={"n": 0},
+                                data={"dir": str(data), "excluded_sha256": ["e" * 64]})
+    run.write(run_dir / "run.json")
+    cv = {"format": "leukedge.calibration", "version": 1, "source": "5-fold CV of tiny",
+          "temperature": 1.7, "review_below": 0.88, "ece_before": 0.01, "ece_after": 0.004,
+          "metrics": {"fp32": {"accuracy": 0.99, "accuracy_sd": 0.003, "n": 12},
+                      "int8": {"accuracy": 0.98, "n": 12}},
+          "int8": {"method": "static", "per_channel": True, "reduce_range": False}}
+    (tmp_path / "cv.json").write_text(json.dumps(cv))
+    result = CliRunner().invoke(app, ["export", str(run_dir), "--calibration",
+                                      str(tmp_path / "cv.json")])
+    assert result.exit_code == 0, result.output
+    c = read_contract(run_dir / "model.onnx")
+    assert c.temperature == 1.7 and c.review_below == 0.88
+    assert c.calibration["fitted_on"] == "5-fold CV of tiny"
+    assert c.metrics == cv["metrics"]["fp32"]
+    assert c.provenance["metrics_source"] == "5-fold CV of tiny"
+    assert c.provenance["excluded_sha256"] == ["e" * 64]
+    assert c.provenance["parity"]["source"].startswith("val split")
+    (tmp_path / "bad.json").write_text(json.dumps({**cv, "temperature": -1}))
+    bad = CliRunner().invoke(app, ["export", str(run_dir), "--overwrite", "--calibration",
+                                   str(tmp_path / "bad.json")])
+    assert bad.exit_code == 2 and "--calibration" in bad.output and "temperature" in bad.output
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{", "not valid JSON"),
+    ('{"format": "other"}', "not a leukedge.calibration file"),
+    ('{"format": "leukedge.calibration", "version": 1, "source": "x", "temperature": 1}',
+     "missing or bad field 'review_below'"),
+    ('{"format": "leukedge.calibration", "version": 1, "source": "x", "temperature": 1,'
+     ' "review_below": 2}', "review_below must be in [0, 1]"),
+])
+def test_calibration_file_errors_name_the_flag_and_the_problem(tmp_path, content, message):
+    from leukedge.export.cv_calibration import read_cv_calibration
+
+    path = tmp_path / "calibration.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="--calibration") as caught:
+        read_cv_calibration(path)
+    assert message in str(caught.value)
+    with pytest.raises(ValueError, match="cannot read it"):
+        read_cv_calibration(tmp_path / "missing.json")

@@ -65,7 +65,7 @@ def test_quantized_child_runs_and_extends_the_contract(method, precision, tiny_m
     if method == "static":
         assert q["calib_size"] == 12 and q["calib_method"] == "minmax"
         assert q["calibration_set_sha256"] == calibration_set_sha256(files)
-        assert q["reduce_range"] is True and q["weight_type"] == "int8"
+        assert q["reduce_range"] is False and q["weight_type"] == "int8"  # the default
     assert contract.classes == CLASSES and contract.outputs == read_contract(tiny_model_path).outputs
     assert result.agreement.n_images == 12 and result.agreement.source == "calibration images"
     clf = Classifier(out, provider="cpu")  # the input stays uint8 pixels
@@ -217,3 +217,19 @@ def test_cli_quantize_fp16_and_errors(tiny_model_path, calib_dir, tmp_path):
     assert unchecked.exit_code == 2 and "needs real images" in unchecked.output
     helptext = runner.invoke(app, ["quantize", "--help"])
     assert "--reduce-range" in helptext.output
+
+
+def test_child_takes_cross_validated_metrics_only_for_the_setting_measured(tiny_model_path):
+    from leukedge.export.quantize import cross_validated_metrics
+
+    measured = {"accuracy": 0.99, "accuracy_sd": 0.004, "n": 2604}
+    parent = read_contract(tiny_model_path).with_updates(provenance={
+        "metrics_by_precision": {"fp32": {"accuracy": 0.991}, "int8": measured},
+        "cv_int8_setting": {"method": "static", "per_channel": True, "reduce_range": False}})
+    files = (Path("a.jpg"),)
+    assert cross_validated_metrics(parent, QuantizeOptions("static", files)) == measured
+    assert cross_validated_metrics(
+        parent, QuantizeOptions("static", files, reduce_range=True)) is None
+    assert cross_validated_metrics(parent, QuantizeOptions("fp16", files)) is None
+    assert cross_validated_metrics(read_contract(tiny_model_path),
+                                   QuantizeOptions("static", files)) is None

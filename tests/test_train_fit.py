@@ -50,9 +50,11 @@ def cache(tmp_path_factory):
 @pytest.fixture(scope="module")
 def lite_run(tmp_path_factory, cache):
     """A tiny two-phase EfficientNet-Lite0 run (ImageNet weights, offline) through the CLI."""
-    data = tiny_real_dataset(tmp_path_factory.mktemp("data"), per_class=8)
+    data = tiny_real_dataset(tmp_path_factory.mktemp("data"), per_class=9)
+    kept_out = sorted((data / "Benign").iterdir())[0]
     out = tmp_path_factory.mktemp("runs") / "lite"
-    result = CliRunner().invoke(_app(), ["train", str(data), "--out", str(out), *TWO_PHASE])
+    result = CliRunner().invoke(_app(), ["train", str(data), "--out", str(out), *TWO_PHASE,
+                                         "--exclude", str(kept_out)])
     assert result.exit_code == 0, result.output
     return data, out, result.output
 
@@ -83,6 +85,44 @@ def test_run_record_has_what_export_needs(lite_run):
     assert record.calibration.temperature > 0 and 0 <= record.review_below <= 1
     history = json.loads((out / "history.json").read_text())
     assert history["phase"] == [1, 1, 2, 2] or set(history["phase"]) == {1, 2}
+
+
+@pytest.mark.slow
+def test_an_excluded_image_is_kept_out_and_recorded(lite_run):
+    data, out, _ = lite_run
+    kept_out = sorted((data / "Benign").iterdir())[0]
+    record = RunRecord.read(out / "run.json")
+    assert sha256_file(kept_out) in record.data["excluded_sha256"]
+    manifest = read_split_manifest(out / "split.json")
+    assert f"Benign/{kept_out.name}" not in {e["path"] for e in manifest.entries}
+    assert any(p == f"Benign/{kept_out.name}" for p, _ in manifest.skipped)
+
+
+def test_exclude_takes_the_duplicates_along(tmp_path, cache):
+    from leukedge.runtime.dataset import discover_dataset
+    from leukedge.train.fit import exclude_images, prepare_images
+
+    data = synthetic_dataset(tmp_path / "data", per_class=3, duplicates=1)
+    prepared = prepare_images(discover_dataset(data))
+    sample = tmp_path / "sample.jpg"
+    sample.write_bytes((data / "Pre" / "Pre_000.jpg").read_bytes())
+    reduced, excluded = exclude_images(prepared, [sample])
+    assert "Pre/Pre_000.jpg" not in reduced.relpaths
+    assert "Pre/Pre_000_copy.jpg" not in reduced.relpaths, "its duplicate would leak it back"
+    assert len(reduced.relpaths) == len(prepared.relpaths) - 2 == len(reduced.images)
+    assert len(reduced.labels) == len(reduced.relpaths)
+    assert excluded == [sha256_file(sample)]
+    with pytest.raises(ValueError, match="--exclude: no image file"):
+        exclude_images(prepared, [tmp_path / "missing.jpg"])
+
+
+def test_split_option_allows_a_final_model_without_test_split():
+    from leukedge.cli.train import parse_split
+
+    assert parse_split("85/15/0") == (0.85, 0.15, 0.0)
+    for bad in ("85/15", "90/0/10", "50/30/30", "a/b/c"):
+        with pytest.raises(typer.BadParameter, match="TRAIN/VAL/TEST"):
+            parse_split(bad)
 
 
 @pytest.mark.slow

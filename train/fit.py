@@ -89,6 +89,44 @@ def prepare_images(dataset: Dataset, near_duplicates: bool = True) -> Prepared:
     return Prepared(dataset, images, relpaths, dataset.label_indices(records), groups, grouping)
 
 
+def exclude_images(prepared: Prepared, files: Sequence[str | os.PathLike]
+                   ) -> tuple[Prepared, list[str]]:
+    """Keep the images ``files`` name (image files or folders of them) out of training.
+
+    A dataset image is left out when its bytes equal one of the given files, and so is every
+    image of its duplicate group (a near copy would leak it back). Returns the reduced images
+    and the sorted sha256 of everything kept out (the given files and the dataset images left
+    out), which the run record and the model contract carry.
+
+    Raises:
+        ValueError: a path under ``--exclude`` does not exist or holds no image.
+    """
+    from leukedge.runtime.files import find_images, sha256_file
+
+    if not files:
+        return prepared, []
+    listing = find_images([str(f) for f in files], recursive=True)
+    if listing.problems:
+        where, why = listing.problems[0]
+        raise ValueError(f"--exclude: cannot read {where}: {why}")
+    missing = [str(p) for p in listing.paths if not p.is_file()]
+    if missing or not listing.paths:
+        raise ValueError(f"--exclude: no image file {missing[0] if missing else ', '.join(map(str, files))}")
+    digests = {sha256_file(p) for p in listing.paths}
+    records = {r.relpath: r for r in prepared.dataset.records}
+    groups = {prepared.groups[p] for p in prepared.relpaths if records[p].sha256 in digests}
+    out = {p: "kept out of training (--exclude)" for p in prepared.relpaths
+           if prepared.groups[p] in groups}
+    keep = [i for i, p in enumerate(prepared.relpaths) if p not in out]
+    reduced = Prepared(prepared.dataset.without(out), [prepared.images[i] for i in keep],
+                       [prepared.relpaths[i] for i in keep], prepared.labels[keep],
+                       {p: g for p, g in prepared.groups.items() if p not in out},
+                       prepared.grouping)
+    log.info("--exclude: %d given image(s) keep %d dataset image(s) out of training",
+             len(digests), len(out))
+    return reduced, sorted(digests | {records[p].sha256 for p in out})
+
+
 def fit_partition(config: HybridConfig, settings: TrainSettings, weights: Optional[str],
                   prepared: Prepared, partition: Partition, runner: PreprocessRunner,
                   callbacks: Sequence = (), verbose: int | str = 2) -> FitOutcome:
@@ -154,7 +192,8 @@ def weights_info(config: HybridConfig, weights: Optional[str]) -> dict:
 
 def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: HybridConfig,
           settings: TrainSettings = TrainSettings(), weights: Optional[str] = None, *,
-          callbacks: Sequence = (), verbose: int | str = 2, overwrite: bool = False) -> TrainResult:
+          callbacks: Sequence = (), verbose: int | str = 2, overwrite: bool = False,
+          exclude: Sequence[str | os.PathLike] = ()) -> TrainResult:
     """Train a classifier on a labelled dataset folder and write a complete run folder.
 
     Args:
@@ -166,6 +205,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Hybri
         callbacks: extra Keras callbacks (end-to-end training only).
         verbose: Keras ``fit`` verbosity (end-to-end training only).
         overwrite: replace the run files of an existing run folder.
+        exclude: images (files or folders) to keep out of training with their duplicates,
+            e.g. the sample images shipped beside a model (see :func:`exclude_images`).
 
     Raises:
         ValueError: a setting, the dataset or the output folder is unusable; the message names
@@ -178,7 +219,8 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Hybri
     dataset = discover_dataset(data_dir, settings.variant)
     out = prepare_out_dir(out_dir, overwrite)
     started = time.perf_counter()
-    prepared = prepare_images(dataset, settings.near_duplicates)
+    prepared, excluded = exclude_images(prepare_images(dataset, settings.near_duplicates),
+                                        exclude)
     manifest = make_split(prepared.dataset, settings.seed, settings.fractions, prepared.groups,
                           prepared.grouping)
     _check_split_sizes(manifest, settings, len(prepared.relpaths))
@@ -188,18 +230,20 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Hybri
     outcome = fit_partition(config, settings, weights, prepared, partition, runner, callbacks,
                             verbose)
     return _finish(out, config, settings, weights, prepared, manifest, split_sha, partition,
-                   runner, outcome, time.perf_counter() - started)
+                   runner, outcome, time.perf_counter() - started, excluded)
 
 
 def _check_split_sizes(manifest, settings: TrainSettings, n: int) -> None:
-    empty = [split for split, counts in manifest.counts().items() if not sum(counts.values())]
+    empty = [split for split, counts in manifest.counts().items()
+             if not sum(counts.values()) and not (split == "test" and settings.fractions[2] == 0)]
     if empty:
         raise ValueError(f"Too few images for a {'/'.join(map(str, settings.fractions))} split: "
                          f"the {', '.join(empty)} split(s) would be empty ({n} usable images)")
 
 
 def _finish(out: Path, config, settings, weights, prepared: Prepared, manifest, split_sha: str,
-            partition: Partition, runner, outcome: FitOutcome, seconds: float) -> TrainResult:
+            partition: Partition, runner, outcome: FitOutcome, seconds: float,
+            excluded: Sequence[str] = ()) -> TrainResult:
     model, classes = outcome.model, prepared.dataset.classes
     pick = lambda idx: [prepared.images[i] for i in idx]  # noqa: E731
     val_logits = predict_logits(model, pick(partition.val), runner, settings.batch_size)
@@ -219,7 +263,7 @@ def _finish(out: Path, config, settings, weights, prepared: Prepared, manifest, 
                         test_metrics=score(test_logits, test_labels, classes,
                                            calibration.temperature),
                         training=training, calibration=calibration, review_below=review_below,
-                        run_name=out.resolve().name)
+                        run_name=out.resolve().name, excluded_sha256=excluded)
     table = test_table([prepared.relpaths[i] for i in partition.test], classes, test_labels,
                        test_logits, calibration.temperature)
     record = write_run(out, model, history, record, table, review)

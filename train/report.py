@@ -29,7 +29,10 @@ MAX_REVIEW_RATE = 0.03  # flag at most 3% of images for review
 
 def score(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str],
           temperature: float = 1.0) -> dict:
-    """runtime.metrics.evaluate of calibrated predictions (the reference study's cost matrix when it fits)."""
+    """runtime.metrics.evaluate of calibrated predictions (with the reference study's cost
+    matrix when it fits); ``{"n": 0}`` when there is nothing to score (no test split)."""
+    if not len(logits):
+        return {"n": 0}
     cost = REFERENCE_COST_MATRIX if len(classes) == len(REFERENCE_COST_MATRIX) else None
     probs = softmax(logits, temperature) if len(logits) else np.zeros((0, len(classes)))
     return evaluate(labels, probs.argmax(axis=1) if len(probs) else [], classes, cost)
@@ -72,7 +75,7 @@ def write_run(out: Path, model, history: dict, record: RunRecord, test_predictio
 
 def new_record(*, model, config, settings, weights: dict, dataset, manifest, split_sha: str,
                test_metrics: dict, training: dict, calibration: Calibration,
-               review_below: float, run_name: str) -> RunRecord:
+               review_below: float, run_name: str, excluded_sha256=()) -> RunRecord:
     """The run record of a finished run (model_sha256 is filled in when the model is saved)."""
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return RunRecord(
@@ -81,7 +84,8 @@ def new_record(*, model, config, settings, weights: dict, dataset, manifest, spl
         settings=settings.to_dict(), weights=weights,
         data={"dir": str(Path(dataset.root).resolve()), "variant": settings.variant,
               "counts": manifest.counts(), "skipped": [list(s) for s in manifest.skipped],
-              "grouping": manifest.extra.get("grouping", "sha256")},
+              "grouping": manifest.extra.get("grouping", "sha256"),
+              "excluded_sha256": list(excluded_sha256)},
         data_manifest_sha256=manifest.data_manifest_sha256, split_manifest_sha256=split_sha,
         seed=settings.seed, parameters=count_parameters(model), test_metrics=test_metrics,
         training=training, versions=versions(), created=created,
