@@ -77,6 +77,11 @@ RECIPES = {
                            l2=1e-4),
                       dict(epochs=30, learning_rate=1e-3, schedule="cosine",
                            augment=SMEAR_AUGMENT), None),
+    # the reference study's classical rows, on the hand-made features at 128 px
+    "svm-128": (dict(backbone="svm", seg_features="none", input_size=(128, 128)),
+                dict(bank_copies=3, augment=SMEAR_AUGMENT), None),
+    "xgboost-128": (dict(backbone="xgboost", seg_features="none", input_size=(128, 128)),
+                    dict(bank_copies=3, augment=SMEAR_AUGMENT), None),
 }
 
 
@@ -120,7 +125,10 @@ def run_fold(name: str, fold: int, prepared, folds, out: Path, seed: int) -> Non
     held_logits = predict_logits(outcome.model, pick(partition.test), runner)
     val_logits = predict_logits(outcome.model, pick(partition.val), runner)
     folder.mkdir(parents=True, exist_ok=True)
-    save_keras_model(outcome.model, folder / "model.keras")
+    if hasattr(outcome.model, "save") and hasattr(outcome.model, "logits"):  # SVM, XGBoost
+        outcome.model.save(folder)
+    else:
+        save_keras_model(outcome.model, folder / "model.keras")
     record = {
         "recipe": name, "fold": fold, "config": config.to_dict(), "settings": settings.to_dict(),
         "weights": weights, "seconds": round(time.perf_counter() - started, 1),

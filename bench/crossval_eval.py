@@ -36,7 +36,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from leukedge.export.onnx_export import export_keras, model_probabilities  # noqa: E402
+from leukedge.export.onnx_export import (export_classical, export_keras,  # noqa: E402
+                                         model_probabilities)
 from leukedge.export.quantize import QuantizeOptions, quantize_model  # noqa: E402
 from leukedge.runtime.classifier import Classifier  # noqa: E402
 from leukedge.runtime.confidence import (choose_review_threshold, expected_calibration_error,  # noqa: E402
@@ -48,6 +49,7 @@ from leukedge.runtime.metrics import evaluate  # noqa: E402
 from leukedge.runtime.run_record import Calibration, RunRecord  # noqa: E402
 from leukedge.runtime.session import create_session  # noqa: E402
 from leukedge.train import load_model  # noqa: E402
+from leukedge.train.classical import load_network  # noqa: E402
 from leukedge.train.augment import AugmentSpec, random_color  # noqa: E402
 from leukedge.train.model import HybridConfig  # noqa: E402
 
@@ -118,21 +120,32 @@ def evaluate_fold(folder: Path, data: Path) -> dict:
     temperature = fit_temperature(np.array(oof["val"]["logits"]), np.array(oof["val"]["labels"]))
     record = fold_record(oof, temperature)
     started = time.perf_counter()
-    export = export_keras(load_model(folder / "model.keras"), folder / "model.onnx", record,
-                          parity_images=pixels[::16], parity_source="held-out fold",
-                          train_images=[load_image(root / p) for p in train_paths])
+    train_pixels = [load_image(root / p) for p in train_paths]
+    classical = (folder / "network.onnx").is_file()
+    if classical:  # SVM, XGBoost: no TensorFlow, no quantization
+        export = export_classical(load_network(folder / "network.onnx"), folder / "model.onnx",
+                                  record, parity_images=pixels[::16],
+                                  parity_source="held-out fold", train_images=train_pixels)
+    else:
+        export = export_keras(load_model(folder / "model.keras"), folder / "model.onnx", record,
+                              parity_images=pixels[::16], parity_source="held-out fold",
+                              train_images=train_pixels)
     export_s = time.perf_counter() - started
-    calib = select_evenly([root / p for p in train_paths], 200)
-    started = time.perf_counter()
-    quant = quantize_model(folder / "model.onnx", folder / "model-int8.onnx",
-                           QuantizeOptions("static", tuple(calib), reduce_range=False), force=True)
-    quant_s = time.perf_counter() - started
-    quantize_model(folder / "model.onnx", folder / "model-int8-rr.onnx",
-                   QuantizeOptions("static", tuple(calib), reduce_range=True), force=True)
+    quant, quant_s = None, 0.0
+    if not classical:
+        calib = select_evenly([root / p for p in train_paths], 200)
+        started = time.perf_counter()
+        quant = quantize_model(folder / "model.onnx", folder / "model-int8.onnx",
+                               QuantizeOptions("static", tuple(calib), reduce_range=False),
+                               force=True)
+        quant_s = time.perf_counter() - started
+        quantize_model(folder / "model.onnx", folder / "model-int8-rr.onnx",
+                       QuantizeOptions("static", tuple(calib), reduce_range=True), force=True)
     jittered = [random_color(im, JITTER, np.random.default_rng([JITTER_SEED, i]))
                 for i, im in enumerate(pixels)]
     rows, probs = {}, {}
-    files = {"fp32": "model.onnx", "int8": "model-int8.onnx", "int8_rr": "model-int8-rr.onnx"}
+    files = {"fp32": "model.onnx"} if classical else {
+        "fp32": "model.onnx", "int8": "model-int8.onnx", "int8_rr": "model-int8-rr.onnx"}
     for name, file in files.items():
         path = folder / file
         session, _ = create_session(path, provider="cpu")
@@ -144,7 +157,7 @@ def evaluate_fold(folder: Path, data: Path) -> dict:
             probs["fp32_tta4"] = np.mean(views[:4], axis=0)  # the quarter turns, no flip
     for name, p in probs.items():
         rows[name] = metrics(p, labels, classes)
-    clf = Classifier(folder / "model-int8.onnx", provider="cpu")
+    clf = Classifier(folder / ("model.onnx" if classical else "model-int8.onnx"), provider="cpu")
     preds = clf.predict_pixels(pixels)
     checks_flagged = sum(any(not r.startswith("low confidence") for r in p.review_reasons)
                          for p in preds)
@@ -154,9 +167,10 @@ def evaluate_fold(folder: Path, data: Path) -> dict:
         "temperature": temperature, "export_seconds": round(export_s, 1),
         "quantize_seconds": round(quant_s, 1), "train_seconds": oof["seconds"],
         "train_images_per_second": oof["train_images_per_second"],
-        "size_bytes": {"fp32": export.size_bytes, "int8": quant.size_bytes},
+        "size_bytes": {"fp32": export.size_bytes, "int8": quant.size_bytes if quant else None},
         "parity_max_abs_diff": export.parity.max_abs_diff,
-        "int8_agreement": float(np.mean(probs["fp32"].argmax(1) == probs["int8"].argmax(1))),
+        "int8_agreement": (float(np.mean(probs["fp32"].argmax(1) == probs["int8"].argmax(1)))
+                           if "int8" in probs else None),
         "rows": rows, "probs": {k: v.round(6).tolist() for k, v in probs.items()},
         "labels": labels.tolist(), "paths": held["paths"],
         "logits_keras": held["logits"],
@@ -179,7 +193,9 @@ def summarise(folds: list[dict]) -> dict:
     rows = {}
     for name in folds[0]["rows"]:
         rows[name] = {k: mean_sd([f["rows"][name][k] for f in folds]) for k in KEYS}
-    diff = [100 * (f["rows"]["int8"]["accuracy"] - f["rows"]["fp32"]["accuracy"]) for f in folds]
+    quantized = "int8" in folds[0]["rows"]
+    diff = [100 * (f["rows"]["int8"]["accuracy"] - f["rows"]["fp32"]["accuracy"]) for f in folds
+            if quantized]
     logits = np.concatenate([np.array(f["logits_keras"]) for f in folds])
     labels = np.concatenate([np.array(f["labels"]) for f in folds])
     t = fit_temperature(logits, labels)
@@ -193,8 +209,9 @@ def summarise(folds: list[dict]) -> dict:
                                        choice.threshold).to_dict())
     return {
         "recipe": folds[0]["recipe"], "folds": len(folds), "n": int(len(labels)),
-        "rows": rows, "int8_minus_fp32_pp": mean_sd(diff),
-        "int8_agreement": mean_sd([f["int8_agreement"] for f in folds]),
+        "rows": rows, "int8_minus_fp32_pp": mean_sd(diff) if quantized else None,
+        "int8_agreement": (mean_sd([f["int8_agreement"] for f in folds]) if quantized
+                           else None),
         "pooled_oof": {"temperature": t,
                        "ece_before": expected_calibration_error(softmax(logits), labels),
                        "ece_after": expected_calibration_error(calibrated, labels),
@@ -205,7 +222,8 @@ def summarise(folds: list[dict]) -> dict:
                                                    f["sanity"]["not_smears"].items()
                                                    if not v["needs_review"]})},
         "confusion_matrix": {name: np.sum([f["rows"][name]["confusion_matrix"] for f in folds],
-                                          axis=0).tolist() for name in ("fp32", "int8")},
+                                          axis=0).tolist() for name in ("fp32", "int8")
+                             if name in folds[0]["rows"]},
         "size_bytes": folds[0]["size_bytes"],
         "train_seconds": mean_sd([f["train_seconds"] for f in folds]),
         "train_images_per_second": mean_sd([f["train_images_per_second"] for f in folds]),
@@ -229,9 +247,9 @@ def calibration_file(s: dict) -> dict:
             "ece_after": pooled["ece_after"],
             "review_below": pooled["review_threshold"]["threshold"],
             "review": pooled["review_threshold"],
-            "metrics": {"fp32": flat("fp32"), "int8": flat("int8")},
+            "metrics": {name: flat(name) for name in ("fp32", "int8") if name in s["rows"]},
             "int8": {"method": "static", "per_channel": True, "reduce_range": False,
-                     "weight_type": "int8"}}
+                     "weight_type": "int8"} if "int8" in s["rows"] else {}}
 
 
 def markdown(s: dict) -> str:

@@ -16,17 +16,21 @@ from .errors import EXIT_OK, need, reported
 
 
 def resolve_run(source: Path) -> tuple[Path, Path]:
-    """RUN_DIR or RUN_DIR/model.keras -> (keras path, run.json path)."""
-    keras_path = source / "model.keras" if source.is_dir() else source
-    if not keras_path.is_file() or keras_path.suffix != ".keras":
-        raise ValueError(f"{source}: expected a run folder holding model.keras (made by "
-                         "`leukedge train`), or its model.keras file")
-    run_file = keras_path.parent / "run.json"
+    """RUN_DIR, RUN_DIR/model.keras or RUN_DIR/network.onnx (SVM, XGBoost) -> (model path,
+    run.json path)."""
+    model_path = source
+    if source.is_dir():
+        model_path = next((source / f for f in ("model.keras", "network.onnx")
+                           if (source / f).is_file()), source / "model.keras")
+    if not model_path.is_file() or model_path.name not in ("model.keras", "network.onnx"):
+        raise ValueError(f"{source}: expected a run folder holding model.keras or network.onnx "
+                         "(made by `leukedge train`), or that file")
+    run_file = model_path.parent / "run.json"
     if not run_file.is_file():
         raise ValueError(f"{run_file} is missing: export needs the run record (the "
                          "preprocessing the model was trained behind, its classes and "
                          "calibration)")
-    return keras_path, run_file
+    return model_path, run_file
 
 
 def load_run_images(record, run_dir: Path, data: Optional[Path], parity_count: int):
@@ -86,7 +90,7 @@ def export_command(
     with reported(ValueError):
         from leukedge.runtime.run_record import RunRecord
 
-        keras_path, run_file = resolve_run(source)
+        model_path, run_file = resolve_run(source)
         record = RunRecord.read(run_file)
         extra = None
         if calibration is not None:
@@ -95,26 +99,38 @@ def export_command(
 
             cv = read_cv_calibration(calibration)
             record, extra = apply_cv_calibration(record, cv), cv_provenance(cv)
-        target = out or keras_path.with_suffix(".onnx")
+        target = out or model_path.with_name("model.onnx")
         if target.exists() and not overwrite:
             raise ValueError(f"{target} exists; choose another --out or pass --overwrite")
-        parity, where, train_pixels = load_run_images(record, keras_path.parent, data,
+        parity, where, train_pixels = load_run_images(record, model_path.parent, data,
                                                       parity_images)
-    need("tensorflow", "train", "Exporting")
-    need("tf2onnx", "train", "Exporting")
-    from .native_logs import quiet_tensorflow
+    if model_path.name == "network.onnx":  # the SVM and XGBoost rows: no TensorFlow
+        need("onnx", "train", "Exporting")
+        from leukedge.export.onnx_export import export_classical
+        from leukedge.train.classical import load_network
 
-    quiet_tensorflow()
-    from leukedge.export.onnx_export import export_keras
-    from leukedge.train import load_model
+        with reported(ValueError):
+            result = export_classical(load_network(model_path), target, record,
+                                      parity_images=parity, parity_source=where,
+                                      train_images=train_pixels if input_checks else (),
+                                      review_below=review_below, tolerance=tolerance,
+                                      extra_provenance=extra)
+    else:
+        need("tensorflow", "train", "Exporting")
+        need("tf2onnx", "train", "Exporting")
+        from .native_logs import quiet_tensorflow
 
-    with reported(ValueError):
-        result = export_keras(load_model(keras_path), target, record, parity_images=parity,
-                              parity_source=where,
-                              train_images=train_pixels if input_checks else (),
-                              review_below=review_below, tolerance=tolerance,
-                              extra_provenance=extra)
-    _print_summary(result, record, keras_path.parent)
+        quiet_tensorflow()
+        from leukedge.export.onnx_export import export_keras
+        from leukedge.train import load_model
+
+        with reported(ValueError):
+            result = export_keras(load_model(model_path), target, record, parity_images=parity,
+                                  parity_source=where,
+                                  train_images=train_pixels if input_checks else (),
+                                  review_below=review_below, tolerance=tolerance,
+                                  extra_provenance=extra)
+    _print_summary(result, record, model_path.parent)
     if triton is not None:
         from leukedge.export.triton import write_triton_repository
 
@@ -131,11 +147,14 @@ def _print_summary(result, record, run_dir: Path) -> None:
     typer.echo(f"Input: uint8 RGB of any size, resized in the model to "
                f"{c.preprocessing.input_size[0]}x{c.preprocessing.input_size[1]}; outputs: "
                f"{', '.join(c.outputs)}")
-    typer.echo(f"Parity vs Keras: {result.parity.describe()}")
+    typer.echo(f"Parity vs the source model: {result.parity.describe()}")
     s = c.sanity
     typer.echo(f"Review: confidence < {c.review_below:g}; input checks: contrast >= "
                f"{s.min_contrast:g}, stain coverage >= {s.min_stain_coverage:g}, ood score <= "
                f"{s.max_ood_score if s.max_ood_score is not None else '-'}")
+    if record.backbone in ("svm", "xgboost"):
+        typer.echo(f"Quantization does not apply to {record.backbone} models: deploy this file.")
+        return
     data_dir = record.data.get("dir", "DATA_DIR")
     typer.echo(f"Next: leukedge quantize {result.path} --data {data_dir} "
                f"--split-manifest {run_dir / 'split.json'}")

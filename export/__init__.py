@@ -25,6 +25,7 @@ _LAZY = {
     "available_memory_bytes": ".memory", "check_conversion_memory": ".memory",
     "estimate_conversion_bytes": ".memory",
     "ExportResult": ".onnx_export", "export_keras": ".onnx_export",
+    "export_classical": ".onnx_export",
     "ParityReport": ".parity", "compare_probabilities": ".parity",
     "QuantizeOptions": ".quantize", "QuantizeResult": ".quantize", "quantize_model": ".quantize",
     "write_triton_repository": ".triton",

@@ -1,20 +1,23 @@
-"""Keras classifier -> the one-file ONNX model with its contract, checked before it is written.
+"""Trained classifier -> the one-file ONNX model with its contract, checked before it is written.
 
-1. Size guard (before converting), then the network through tf2onnx (:mod:`.convert`).
+1. Keras: size guard (before converting), then the network through tf2onnx (:mod:`.convert`).
+   SVM / XGBoost: the run's ``network.onnx`` (feature graph + converted classifier, made and
+   checked by :mod:`leukedge.train.classical`).
 2. Input checks set on the training images (:mod:`.sanity`): the OOD statistics of the
    network's features and the contrast / stain-coverage minimums.
 3. The preprocessing graph, the network and the postprocessing graph joined into one model
    (:func:`leukedge.runtime.graph.compose.compose_model`): uint8 RGB of any size in, calibrated
    probabilities and input measures out.
-4. Parity: ONNX Runtime on the raw pixels of real images against Keras on the preprocessing
-   graph's output, softmax with the same temperature (max |dp| <= 1e-4, same top-1).
+4. Parity: ONNX Runtime on the raw pixels of real images against the source model (Keras, or
+   the classical network) on the preprocessing graph's output, softmax with the same
+   temperature (max |dp| <= 1e-4, same top-1).
 5. The contract, from the run record; the file written atomically, and only then.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -109,20 +112,17 @@ def keras_probabilities(model: Any, runner: PreprocessRunner, images: Sequence[n
     return np.stack([parts[i] for i in range(len(images))])
 
 
-def check_parity(model: Any, onnx_bytes: bytes, record: RunRecord, runner: PreprocessRunner,
-                 images: Sequence[np.ndarray], source: str,
-                 tolerance: float = PARITY_TOLERANCE) -> ParityReport:
-    """ONNX Runtime on raw pixels vs Keras behind the preprocessing graph."""
+def check_parity(reference: np.ndarray, onnx_bytes: bytes, images: Sequence[np.ndarray],
+                 source: str, tolerance: float = PARITY_TOLERANCE) -> ParityReport:
+    """ONNX Runtime on raw pixels vs the source model's probabilities ``reference``."""
     try:
         session, _ = create_session(onnx_bytes, provider="cpu")
     except RuntimeSetupError as e:
         raise ExportError(f"ONNX Runtime refuses the composed model: {e}") from e
-    t = record.calibration.temperature
-    report = compare_probabilities(keras_probabilities(model, runner, images, t),
-                                   model_probabilities(session, images),
+    report = compare_probabilities(reference, model_probabilities(session, images),
                                    tolerance=tolerance, source=source)
     if not report.passed:
-        raise ParityError(f"ONNX output differs from Keras: {report.describe()}. "
+        raise ParityError(f"ONNX output differs from the source model: {report.describe()}. "
                           "Nothing was written.")
     return report
 
@@ -160,21 +160,60 @@ def export_keras(model: Any, out_path: str | Path, record: RunRecord, *,
     started = time.perf_counter()
     n_params = int(model.count_params())
     needed = check_conversion_memory(n_params, available_memory)
-    spec = record.preprocessing
-    net = convert_network(model, spec.input_size, record.input_names)
-    runner = PreprocessRunner(spec)
+    net = convert_network(model, record.preprocessing.input_size, record.input_names)
+    runner = PreprocessRunner(record.preprocessing)
+    reference = keras_probabilities(model, runner, parity_images, record.calibration.temperature)
+    result = _finish_export(net, n_params, reference, out_path, record, parity_images,
+                            parity_source, train_images, review_below, tolerance,
+                            extra_provenance, started)
+    return replace(result, estimated_memory_bytes=needed)
+
+
+def export_classical(network: Any, out_path: str | Path, record: RunRecord, *,
+                     parity_images: Sequence[np.ndarray], parity_source: str,
+                     train_images: Sequence[np.ndarray] = (),
+                     review_below: Optional[float] = None, tolerance: float = PARITY_TOLERANCE,
+                     extra_provenance: Optional[dict] = None) -> ExportResult:
+    """Export an SVM / XGBoost run (its ``network.onnx``: feature graph + classifier, checked
+    against the fitted classifier when training wrote it) to the one-file model.
+
+    The parity check compares the one-file model on raw pixels with ``network.onnx`` behind
+    the preprocessing graph; arguments as :func:`export_keras`.
+    """
+    if not len(parity_images):
+        raise ValueError("the parity check needs at least one real image")
+    started = time.perf_counter()
+    runner = PreprocessRunner(record.preprocessing)
+    session, _ = create_session(network.SerializeToString(), provider="cpu")
+    parts = {}
+    for indices, batch in size_groups(parity_images):
+        logits = session.run(["logits"], {"image": runner(batch)["image"]})[0]
+        parts.update(zip(indices, softmax(logits, record.calibration.temperature)))
+    reference = np.stack([parts[i] for i in range(len(parity_images))])
+    n_params = int(record.parameters.get("total", 0))
+    return _finish_export(network, n_params, reference, out_path, record, parity_images,
+                          parity_source, train_images, review_below, tolerance,
+                          extra_provenance, started)
+
+
+def _finish_export(net: Any, n_params: int, reference: np.ndarray, out_path: str | Path,
+                   record: RunRecord, parity_images, parity_source: str, train_images,
+                   review_below, tolerance: float, extra_provenance, started: float
+                   ) -> ExportResult:
+    """Input checks, composition, contract, parity, atomic write: the common end of export."""
+    runner = PreprocessRunner(record.preprocessing)
     sanity = None
     if len(train_images):
         net_session, _ = create_session(net.SerializeToString(), provider="cpu")
         sanity = fit_sanity(runner, net_session, train_images)
-    composed = compose_model(net, spec, record.calibration.temperature,
+    composed = compose_model(net, record.preprocessing, record.calibration.temperature,
                              sanity.ood if sanity else None)
     contract = contract_from_record(record, n_params, sanity, review_below, extra_provenance)
-    parity = check_parity(model, embed_contract(composed, contract).SerializeToString(), record,
-                          runner, parity_images, parity_source, tolerance)
+    parity = check_parity(reference, embed_contract(composed, contract).SerializeToString(),
+                          parity_images, parity_source, tolerance)
     contract = contract.with_updates(provenance={**contract.provenance, "parity": parity.to_dict()})
     save_model(embed_contract(composed, contract), out_path)
     return ExportResult(path=Path(out_path), contract=contract, parity=parity,
                         sanity=sanity.summary if sanity else None, n_parameters=n_params,
-                        estimated_memory_bytes=needed, seconds=time.perf_counter() - started,
+                        estimated_memory_bytes=0, seconds=time.perf_counter() - started,
                         size_bytes=Path(out_path).stat().st_size)

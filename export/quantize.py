@@ -62,6 +62,7 @@ CALIB_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_TYPES = ("int8", "uint8")
 DEFAULT_MIN_AGREEMENT = 0.98  # top-1 agreement with the FP32 parent
 PRECISION_OF = {"static": "int8", "dynamic": "int8", "fp16": "fp16"}
+CLASSICAL_BACKBONES = ("svm", "xgboost")  # leukedge.train.classical.KINDS
 AGREEMENT_IMAGES = 64
 
 
@@ -203,6 +204,12 @@ def quantize_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
     if parent.precision != "fp32":
         raise QuantizationError(f"{model_path} is already {parent.precision}; quantize the FP32 "
                                 f"parent (provenance.parent_sha256 names it)")
+    if parent.backbone in CLASSICAL_BACKBONES:
+        raise QuantizationError(
+            f"{model_path} is a {parent.backbone} model: quantization does not apply. Its "
+            "network is hand-made features (histograms, gradients, co-occurrence counts) and a "
+            "kernel or tree classifier, which ONNX Runtime's quantizer does not cover and which "
+            "are already small and fast in float; use the FP32 file.")
     gate_pixels = gate_data.decode() if gate_data is not None else None
     calib_sha = calibration_set_sha256(options.calib_paths) if options.method == "static" else None
     with tempfile.TemporaryDirectory(prefix="leukedge-quant-") as work:

@@ -186,7 +186,7 @@ def test_cli_exports_a_run_folder_with_a_triton_repository(tmp_path, sample_imag
     run.write(run_dir / "run.json")
     result = CliRunner().invoke(app, ["export", str(run_dir), "--triton", str(tmp_path / "tr")])
     assert result.exit_code == 0, result.output
-    assert "Parity vs Keras" in result.output and "leukedge quantize" in result.output
+    assert "Parity vs the source model" in result.output and "leukedge quantize" in result.output
     assert (tmp_path / "tr" / "model" / "1" / "model.onnx").is_file()
     again = CliRunner().invoke(app, ["export", str(run_dir)])
     assert again.exit_code == 2 and "--overwrite" in again.output

@@ -183,7 +183,9 @@ def test_end_to_end_hybrid_from_scratch(tmp_path, cache):
 
 @pytest.mark.parametrize("args, message", [
     (["--backbone", "densnet"], "densnet"),
-    (["--backbone", "small_cnn"], "has no ImageNet weights"),
+    (["--backbone", "small_cnn", "--weights", "imagenet"], "has no ImageNet weights"),
+    (["--backbone", "svm", "--weights", "imagenet"], "has no weights to load"),
+    (["--backbone", "xgboost", "--seg-features", "gap"], "use --seg-features none"),
     (["--seg-features", "pool"], "pool"),
     (["--seg-features", "gap", "--input-size", "33"], "divisible by 8"),
     (["--schedule", "step"], "step"),

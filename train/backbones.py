@@ -14,6 +14,8 @@ Normalisation ``(x - mean) / std`` on 0-255 RGB pixels, per row:
 - ``convnext_*``, ``efficientnet_b0``, ``mobilenet_v3_small``: none (mean 0, std 1); the Keras
   models normalise 0-255 input themselves;
 - ``small_cnn``: x / 255.
+- ``svm``, ``xgboost`` (kind ``classical``): none; their network starts with the hand-made
+  feature graph (:mod:`leukedge.runtime.graph.features`), which reads 0-255 pixels.
 
 Every ``keras.applications`` backbone passes through
 :func:`leukedge.train.convertible.make_convertible`, which swaps the layers tf2onnx cannot
@@ -36,7 +38,7 @@ from typing import Optional
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 WEIGHT_SUFFIXES = (".h5",)  # Keras .h5 and .weights.h5 weight files
-KINDS = ("keras_application", "efficientnet_lite", "small_cnn")
+KINDS = ("keras_application", "efficientnet_lite", "small_cnn", "classical")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,12 @@ BACKBONES: tuple[BackboneSpec, ...] = (
                  pretrained=False, light=True, default_input_size=(128, 128), seg_width=0.25,
                  head_units=(256, 128), dropout=0.5,
                  notes="trained from scratch: 5 Conv-BN-ReLU-MaxPool blocks 16-32-64-128-256"),
+    BackboneSpec("svm", "svm", kind="classical", pretrained=False, light=True,
+                 default_input_size=(128, 128), head_units=(), dropout=0.0,
+                 notes="the reference study's SVM row: RBF SVM on hand-made features"),
+    BackboneSpec("xgboost", "xgboost", kind="classical", pretrained=False, light=True,
+                 default_input_size=(128, 128), head_units=(), dropout=0.0,
+                 notes="the reference study's XGBoost row: boosted trees on hand-made features"),
 )
 
 _BY_NAME = {row.name: row for row in BACKBONES}

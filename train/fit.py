@@ -68,7 +68,8 @@ def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
     existing = [f for f in RUN_FILES if (out / f).exists()]
-    if existing and not overwrite:
+    # run.json is written last: without it the folder holds what a failed run left behind
+    if existing and (out / "run.json").exists() and not overwrite:
         raise ValueError(f"--out {str(out)!r} already holds a run ({', '.join(existing)}); choose "
                          "another folder or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
@@ -131,10 +132,14 @@ def fit_partition(config: HybridConfig, settings: TrainSettings, weights: Option
                   prepared: Prepared, partition: Partition, runner: PreprocessRunner,
                   callbacks: Sequence = (), verbose: int | str = 2) -> FitOutcome:
     """Train one model on one partition (what a run and every cross-validation fold do)."""
+    method = settings.resolved_method(config.row.kind, weights)
+    if method == "classical":
+        from .classical import fit_classical
+
+        return fit_classical(config, settings, prepared, partition, runner)
     import keras
 
     keras.utils.set_random_seed(settings.seed)
-    method = settings.resolved_method(config.row.kind, weights)
     if method == "end_to_end":
         return fit_end_to_end(lambda: _full_model(config, weights), config, settings,
                               prepared.images, prepared.labels, partition, runner, callbacks,
@@ -257,6 +262,8 @@ def _finish(out: Path, config, settings, weights, prepared: Prepared, manifest, 
                 "best_epoch": int(np.nanargmin(val_loss)) + 1, "seconds": round(seconds, 1),
                 "train_images_per_second": round(outcome.train_images_per_second, 1),
                 "notes": outcome.notes, "fine_tune_from": outcome.cut}
+    if "chosen" in history:  # the classical rows: the hyper-parameters the grid chose
+        training["chosen"] = history["chosen"]
     record = new_record(model=model, config=config, settings=settings,
                         weights=weights_info(config, weights), dataset=prepared.dataset,
                         manifest=manifest, split_sha=split_sha,

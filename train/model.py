@@ -89,6 +89,9 @@ class HybridConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.row.kind == "classical" and self.hybrid:
+            raise ValueError(f"--backbone {self.backbone} takes hand-made features of the image "
+                             "(the stain mask included); use --seg-features none")
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -13,11 +13,15 @@ from .data import run_graph
 
 def predict_logits(model, images: Sequence[np.ndarray], runner: PreprocessRunner,
                    batch_size: int = 32) -> np.ndarray:
-    """float32 [N, classes] logits of un-augmented uint8 RGB images."""
+    """float32 [N, classes] logits of un-augmented uint8 RGB images (a Keras model, or a
+    :class:`~leukedge.train.classical.ClassicalModel`, whose logits are log-probabilities)."""
+    classical = hasattr(model, "logits")
     if not len(images):
-        return np.zeros((0, int(model.output.shape[-1])), np.float32)
+        classes = 0 if classical else int(model.output.shape[-1])
+        return np.zeros((0, classes), np.float32)
     parts = []
     for start in range(0, len(images), batch_size):
         x = run_graph(runner, list(images[start:start + batch_size]))
-        parts.append(np.asarray(model(x, training=False), np.float32))
+        out = model.logits(x) if classical else model(x, training=False)
+        parts.append(np.asarray(out, np.float32))
     return np.concatenate(parts)

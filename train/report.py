@@ -62,13 +62,20 @@ def versions() -> dict:
 
 def write_run(out: Path, model, history: dict, record: RunRecord, test_predictions: list[dict],
               review: dict) -> RunRecord:
-    """Write model.keras, history.json, training_curves.png, metrics.json and, last, run.json."""
-    save_keras_model(model, out / "model.keras")
+    """Write the model (model.keras, or network.onnx for the classical rows), history.json,
+    training_curves.png (neural networks), metrics.json and, last, run.json."""
+    classical = hasattr(model, "logits")
+    if classical:
+        model.save(out)
+    else:
+        save_keras_model(model, out / "model.keras")
     write_json(out / "history.json", history)
-    plot_history(history, out / "training_curves.png", title=model.name)
+    if not classical:
+        plot_history(history, out / "training_curves.png", title=model.name)
     write_json(out / "metrics.json", {"split": "test", **record.test_metrics,
                                       "review_on_val": review, "predictions": test_predictions})
-    record = record.with_updates(model_sha256=sha256_file(out / "model.keras"))
+    record = record.with_updates(
+        model_sha256=sha256_file(out / ("network.onnx" if classical else "model.keras")))
     record.write(out / RUN_FILE)
     return record
 
@@ -87,7 +94,8 @@ def new_record(*, model, config, settings, weights: dict, dataset, manifest, spl
               "grouping": manifest.extra.get("grouping", "sha256"),
               "excluded_sha256": list(excluded_sha256)},
         data_manifest_sha256=manifest.data_manifest_sha256, split_manifest_sha256=split_sha,
-        seed=settings.seed, parameters=count_parameters(model), test_metrics=test_metrics,
+        seed=settings.seed, test_metrics=test_metrics,
+        parameters=model.parameter_count() if hasattr(model, "logits") else count_parameters(model),
         training=training, versions=versions(), created=created,
         run_id=f"{run_name}-{created}", calibration=calibration, review_below=review_below)
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from leukedge.runtime.files import atomic_write_bytes, atomic_write_text
 
-RUN_FILES = ("model.keras", "split.json", "run.json", "history.json", "training_curves.png",
-             "metrics.json")
+RUN_FILES = ("model.keras", "network.onnx", "split.json", "run.json", "history.json",
+             "training_curves.png", "metrics.json")
 
 
 def _jsonable(value):

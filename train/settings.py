@@ -69,7 +69,12 @@ class TrainSettings:
             raise ValueError(f"--bank-copies must be >= 2, got {self.bank_copies}")
 
     def resolved_method(self, kind: str, weights: Optional[str]) -> str:
-        """``end_to_end`` or ``two_phase`` for a backbone kind and weights."""
+        """``end_to_end``, ``two_phase`` or ``classical`` for a backbone kind and weights."""
+        if kind == "classical":
+            if self.method != "auto":
+                raise ValueError(f"--method {self.method} is for neural networks; the SVM and "
+                                 "XGBoost rows are fitted on hand-made features (leave --method)")
+            return "classical"
         if self.method != "auto":
             if self.method == "two_phase" and kind != "efficientnet_lite":
                 raise ValueError("--method two_phase needs an EfficientNet-Lite backbone "

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocessing import PreprocessSpec
+from ..preprocessing import HsvMaskSpec, PreprocessSpec
 
 OPSET = 18
 INPUT = "image"
@@ -45,12 +45,13 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grey level
 _TINY = 1e-12
 
 
-class _Builder:
-    """Collects nodes and initializers; every name gets the ``pre/`` prefix."""
+class Builder:
+    """Collects nodes and initializers; every name gets the prefix (``pre/`` by default)."""
 
-    def __init__(self):
+    def __init__(self, prefix: str = "pre/"):
         self.nodes: list = []
         self.inits: list = []
+        self.prefix = prefix
         self._n = 0
 
     def const(self, name: str, value, dtype=np.float32, broadcast: bool = True) -> str:
@@ -59,7 +60,7 @@ class _Builder:
         slower than a rank-4 one (measured: 330 vs 7 us for 224x224 on one thread)."""
         from onnx import numpy_helper
 
-        full = f"pre/{name}"
+        full = f"{self.prefix}{name}"
         array = np.asarray(value, dtype=dtype)
         if dtype == np.float32 and broadcast:
             array = array.reshape(1, 1, 1, -1)
@@ -70,13 +71,13 @@ class _Builder:
         from onnx import helper
 
         self._n += 1
-        out = output or f"pre/{op_type.lower()}_{self._n}"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"pre/{op_type}_{self._n}",
-                                           **attrs))
+        out = output or f"{self.prefix}{op_type.lower()}_{self._n}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out],
+                                           name=f"{self.prefix}{op_type}_{self._n}", **attrs))
         return out
 
 
-def _hsv(b: _Builder, unit: str) -> tuple[str, str, str]:
+def hsv_channels(b: Builder, unit: str) -> tuple[str, str, str]:
     """(hue, saturation, value), each [N, h, w, 1], by TensorFlow's ``rgb_to_hsv`` formula."""
     axis = b.const("channel_axis", [3], np.int64)
     r, g, bl = (b.op("Slice", [unit, b.const(f"c{i}_start", [i], np.int64),
@@ -100,16 +101,15 @@ def _hsv(b: _Builder, unit: str) -> tuple[str, str, str]:
     return hue, saturation, value
 
 
-def _all(b: _Builder, conditions: list[str]) -> str:
+def _all(b: Builder, conditions: list[str]) -> str:
     mask = conditions[0]
     for c in conditions[1:]:
         mask = b.op("And", [mask, c])
     return mask
 
 
-def _stain_mask(b: _Builder, hue: str, saturation: str, value: str, spec: PreprocessSpec) -> str:
+def stain_mask(b: Builder, hue: str, saturation: str, value: str, m: HsvMaskSpec) -> str:
     """The reference study's stained-cell mask, each bound widened by the tolerance."""
-    m = spec.hsv_mask
     tol = m.tolerance
     conditions = [b.op("GreaterOrEqual", [hue, b.const("h_min", m.h_min - tol)]),
                   b.op("LessOrEqual", [hue, b.const("h_max", m.h_max + tol)]),
@@ -118,7 +118,7 @@ def _stain_mask(b: _Builder, hue: str, saturation: str, value: str, spec: Prepro
     return _all(b, conditions)
 
 
-def _stain_colour(b: _Builder, hue: str, saturation: str) -> str:
+def stain_colour(b: Builder, hue: str, saturation: str) -> str:
     """Pixels of a stain colour in the broad sense of :data:`STAIN_COLOUR`."""
     c = STAIN_COLOUR
     return _all(b, [b.op("GreaterOrEqual", [hue, b.const("colour_h_min", c["h_min"])]),
@@ -126,7 +126,7 @@ def _stain_colour(b: _Builder, hue: str, saturation: str) -> str:
                     b.op("GreaterOrEqual", [saturation, b.const("colour_s_min", c["s_min"])])])
 
 
-def _network_image(b: _Builder, resized: str, spec: PreprocessSpec) -> str:
+def _network_image(b: Builder, resized: str, spec: PreprocessSpec) -> str:
     """``(x - mean) / std`` per channel, reordered to BGR when the network wants it.
 
     One ``MatMul`` with a 3x3 matrix does the channel scale (and order): ONNX Runtime broadcasts
@@ -147,7 +147,7 @@ def _network_image(b: _Builder, resized: str, spec: PreprocessSpec) -> str:
     return b.op("Add", [x, b.const("offset", offset)], output=NET_IMAGE)
 
 
-def _quality(b: _Builder, unit: str, mask_f: str, colour: str) -> None:
+def _quality(b: Builder, unit: str, mask_f: str, colour: str) -> None:
     from onnx import TensorProto
 
     axes_hw = b.const("axes_hwc", [1, 2, 3], np.int64)
@@ -166,19 +166,19 @@ def preprocess_nodes(spec: PreprocessSpec) -> tuple[list, list, list[Any]]:
     """(nodes, initializers, output value infos) of the preprocessing graph for ``spec``."""
     from onnx import TensorProto, helper
 
-    b = _Builder()
+    b = Builder()
     h, w = spec.input_size
     x = b.op("Cast", [INPUT], to=TensorProto.FLOAT)
     resized = b.op("Resize", [x, "", "", b.const("sizes", [h, w], np.int64)], mode="linear",
                    antialias=1, axes=[1, 2], coordinate_transformation_mode="half_pixel")
     _network_image(b, resized, spec)
     unit = b.op("Mul", [resized, b.const("inv_255", 1.0 / 255.0)])
-    hue, saturation, value = _hsv(b, unit)
-    mask = _stain_mask(b, hue, saturation, value, spec)
+    hue, saturation, value = hsv_channels(b, unit)
+    mask = stain_mask(b, hue, saturation, value, spec.hsv_mask)
     mask_f = b.op("Cast", [mask], to=TensorProto.FLOAT)
     if spec.masked_input:
         b.op("Mul", [unit, mask_f], output=NET_MASKED)
-    _quality(b, unit, mask_f, _stain_colour(b, hue, saturation))
+    _quality(b, unit, mask_f, stain_colour(b, hue, saturation))
     b.op("Squeeze", [b.op("Cast", [mask], to=TensorProto.UINT8), b.const("axis_c", [3], np.int64)],
          output=STAIN_MASK)
     f32 = TensorProto.FLOAT
