@@ -35,22 +35,20 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.contract import (ModelContract, contract_of_proto, embed_contract,
-                                       leukedge_version, save_model)
+from leukedge.runtime.contract import ModelContract, contract_of_proto, embed_contract, save_model
 from leukedge.runtime.evaluation.labelled import LabelledSet, select_evenly
-from leukedge.runtime.evaluation.machine import describe_machine
 from leukedge.runtime.files import sha256_file
 from leukedge.runtime.metrics import evaluate
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .calibration_images import ImageCalibrationReader, calibration_set_sha256
 from .errors import AccuracyGateError, QuantizationError
+from .lineage import PRECISION_OF, child_contract
 from .gate import DEFAULT_MAX_COST_RISE, DEFAULT_MAX_DROP_PP, GateResult, check_limits
 from .onnx_export import model_probabilities
 from .parity import ParityReport, compare_probabilities
@@ -61,7 +59,6 @@ METHODS = ("static", "dynamic", "fp16")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_TYPES = ("int8", "uint8")
 DEFAULT_MIN_AGREEMENT = 0.98  # top-1 agreement with the FP32 parent
-PRECISION_OF = {"static": "int8", "dynamic": "int8", "fp16": "fp16"}
 CLASSICAL_BACKBONES = ("svm", "xgboost")  # leukedge.train.classical.KINDS
 AGREEMENT_IMAGES = 64
 
@@ -108,50 +105,6 @@ class QuantizeResult:
     seconds: float
     passed: bool
     notes: tuple[str, ...] = ()
-
-
-def child_contract(parent: ModelContract, parent_sha256: str, options: QuantizeOptions,
-                   calib_sha256: Optional[str], extra: dict) -> ModelContract:
-    """The parent's contract with precision, quantization settings and lineage updated."""
-    static = options.method == "static"
-    quantization = {
-        "method": options.method,
-        "calib_method": options.calib_method if static else None,
-        "per_channel": options.per_channel if options.method != "fp16" else None,
-        "calibration_set_sha256": calib_sha256,
-        "calib_size": len(options.calib_paths) if static else 0,
-        "excluded_nodes": list(options.exclude_nodes),
-        "scope": "network only; preprocessing and postprocessing stay float32",
-        "quantized_on": describe_machine()["int8_acceleration"],
-        **extra,
-    }
-    provenance = {**parent.provenance, "parent_sha256": parent_sha256,
-                  "parent_precision": parent.precision}
-    provenance.pop("parity", None)  # the parent's Keras parity does not describe the child
-    metrics = cross_validated_metrics(parent, options)
-    if metrics is None:
-        provenance["metrics_source"] = "none"
-    return parent.with_updates(precision=PRECISION_OF[options.method], quantization=quantization,
-                               provenance=provenance, metrics=metrics, created=_now(),
-                               leukedge_version=leukedge_version())
-
-
-def cross_validated_metrics(parent: ModelContract, options: QuantizeOptions) -> Optional[dict]:
-    """The child's metrics from the parent's cross-validation, when the cross-validation
-    measured this very quantization setting (else None: the child has not been scored)."""
-    by_precision = parent.provenance.get("metrics_by_precision") or {}
-    setting = parent.provenance.get("cv_int8_setting") or {}
-    precision = PRECISION_OF[options.method]
-    if precision != "int8" or "int8" not in by_precision or not setting:
-        return None
-    ours = {"method": options.method, "per_channel": options.per_channel,
-            "reduce_range": options.reduce_range, "weight_type": options.weight_type}
-    same = all(ours[k] == v for k, v in setting.items() if k in ours)
-    return dict(by_precision["int8"]) if same else None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _agreement_images(options: QuantizeOptions, gate_pixels: Optional[list]) -> tuple[list, str]:

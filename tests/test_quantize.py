@@ -220,7 +220,7 @@ def test_cli_quantize_fp16_and_errors(tiny_model_path, calib_dir, tmp_path):
 
 
 def test_child_takes_cross_validated_metrics_only_for_the_setting_measured(tiny_model_path):
-    from leukedge.export.quantize import cross_validated_metrics
+    from leukedge.export.lineage import cross_validated_metrics
 
     measured = {"accuracy": 0.99, "accuracy_sd": 0.004, "n": 2604}
     parent = read_contract(tiny_model_path).with_updates(provenance={
