@@ -81,7 +81,7 @@ def test_run_record_has_what_export_needs(lite_run):
     assert record.model_sha256 == sha256_file(out / "model.keras")
     assert record.data_manifest_sha256 == read_split_manifest(out / "split.json").data_manifest_sha256
     assert record.weights["init"] == "imagenet" and len(record.weights["sha256"]) == 64
-    assert record.training["method"] == "two_phase" and record.training["fine_tune_from"] == 8
+    assert record.training["method"] == "two_phase" and record.training["fine_tune_from"] == 5
     assert record.calibration.temperature > 0 and 0 <= record.review_below <= 1
     history = json.loads((out / "history.json").read_text())
     assert history["phase"] == [1, 1, 2, 2] or set(history["phase"]) == {1, 2}
