@@ -35,7 +35,7 @@ fi
 leukedge export "$run" --calibration "$cv/calibration.json" --data "$data" \
   --parity-images 64 --overwrite
 leukedge quantize "$run/model.onnx" --data "$data" --split-manifest "$run/split.json" \
-  --calib-size 200 --max-drop 0.3 --out "$run/model-int8.onnx"
+  --calib-size 200 --max-drop 0.3 --out "$run/model-int8.onnx" --overwrite
 
 mkdir -p "$models"
 cp "$run/model.onnx" "$models/leukedge-default-fp32.onnx.tmp"

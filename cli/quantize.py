@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import EXIT_FAILED, EXIT_OK, fail, need, reported
+from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, need, reported
 from .options import registry_enum
 
 Method = registry_enum("QuantMethod", ("static", "dynamic", "fp16"))
@@ -114,6 +114,8 @@ def quantize_command(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", show_default=False,
         help="Output (default: MODEL-int8.onnx / -int8-dynamic / -fp16).")] = None,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing output file.")] = False,
 ) -> None:
     """Quantize an FP32 model to INT8 (static/dynamic) or FP16; only the network is quantized.
 
@@ -141,6 +143,8 @@ def quantize_command(
         gate = (load_labelled(data, classes, split_manifest, held_out_split(split_manifest))
                 if data else None)
     target = out or model.with_name(f"{model.stem}-{SUFFIX[method.value]}.onnx")
+    if target.exists() and not overwrite:
+        fail(f"{target} exists; choose another --out or pass --overwrite", EXIT_USAGE)
     try:
         result = quantize_model(model, target, options, gate_data=gate, max_drop_pp=max_drop,
                                 max_cost_rise=max_cost_rise, force=force)

@@ -210,6 +210,13 @@ def test_cli_quantize_fp16_and_errors(tiny_model_path, calib_dir, tmp_path):
                              "--calib", str(calib_dir)])
     assert ok.exit_code == 0, ok.output
     assert "fp16" in ok.output and read_contract(out).precision == "fp16"
+    before = out.read_bytes()
+    again = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16", "--out",
+                                str(out), "--calib", str(calib_dir)])
+    assert again.exit_code == 2 and "--overwrite" in again.output and out.read_bytes() == before
+    replaced = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16", "--out",
+                                   str(out), "--calib", str(calib_dir), "--overwrite"])
+    assert replaced.exit_code == 0, replaced.output
     no_calib = runner.invoke(app, ["quantize", str(tiny_model_path), "--out", str(tmp_path / "s.onnx")])
     assert no_calib.exit_code == 2 and "needs calibration images" in no_calib.output
     unchecked = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16",
