@@ -130,7 +130,7 @@ def train_command(
         metavar="TRAIN/VAL/TEST", help="Percentages of the duplicate-aware split; TEST may be "
                                        "0 for a final model (e.g. 85/15/0).")] = "64/20/16",
     exclude: Annotated[Optional[list[Path]], typer.Option(
-        show_default=False, help="Images or folders to keep out of training, with their "
+        show_default=False, metavar="PATH", help="Images or folders to keep out of training, with their "
                                  "duplicates (e.g. sample images shipped with the model); "
                                  "repeatable.")] = None,
     variant: Annotated[Variant, typer.Option(  # type: ignore[valid-type]
