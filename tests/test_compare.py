@@ -131,6 +131,20 @@ def test_cli_compare(tiny_model_path, colour_data, tmp_path):
     assert bad.exit_code == 2 and "does not exist" in bad.output
 
 
+def test_cli_compare_usage_errors_have_one_exit_code(tiny_model_path, colour_data, tmp_path):
+    """A bad model is a usage error wherever it stands in the list; --limit 0 names the flag."""
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model")
+    runner = CliRunner()
+    for models in ([junk, tiny_model_path], [tiny_model_path, junk]):
+        result = runner.invoke(app, ["compare", *map(str, models), "--data", str(colour_data),
+                                     "--iterations", "1"])
+        assert result.exit_code == 2 and "junk.onnx" in result.output, result.output
+    zero = runner.invoke(app, ["compare", str(tiny_model_path), "--data", str(colour_data),
+                               "--limit", "0"])
+    assert zero.exit_code == 2 and "--limit" in zero.output
+
+
 BENCH_KEYS = {"model", "size_bytes", "precision", "backbone", "input_size", "provider", "providers",
               "requested_provider", "fell_back", "threads", "image_source", "decoding",
               "batches", "machine", "created"}
