@@ -22,7 +22,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .errors import EXIT_OK, reported
-from .options import OutputFormat, Provider
+from .options import Provider, registry_enum
+
+RowFormat = registry_enum("RowFormat", ("json", "csv"))  # table is for terminals
 
 HELP = """Classify every image that appears in INBOX, appending one row per image to --output.
 
@@ -222,8 +224,8 @@ def watch(
     output: Annotated[Path, typer.Option(
         "--output", "-o", show_default=False, help="Rows are appended here (created if "
                                                    "missing; a journal sits beside it).")],
-    fmt: Annotated[OutputFormat, typer.Option(
-        "--format", "-f", help="json (JSON Lines) or csv.")] = OutputFormat.json,
+    fmt: Annotated[RowFormat, typer.Option(  # type: ignore[valid-type]
+        "--format", "-f", help="json (JSON Lines) or csv.")] = RowFormat("json"),
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Watch subfolders.")
                          ] = False,
     poll: Annotated[float, typer.Option(
@@ -250,10 +252,6 @@ def watch(
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse larger images.")] = 50_000_000,
 ) -> None:
     """Classify images as they arrive in a folder (see HELP)."""
-    if fmt is OutputFormat.table:
-        from .errors import fail
-
-        fail("--format table is for terminals; watch writes json or csv rows to --output")
     raise typer.Exit(run(WatchOptions(inbox, output, fmt.value, recursive, poll, settle, give_up,
                                       batch_size, model, provider.value, threads, review_below,
                                       done, failed, max_pixels)))
