@@ -25,11 +25,11 @@ def _inputs(size: int, batch: int = 2, hybrid: bool = True):
 def test_registry_lookup_and_error_lists_valid_names():
     assert backbone_names() == ("efficientnet_lite0", "efficientnet_lite1", "densenet201",
                                 "convnext_tiny", "convnext_base", "vgg16", "mobilenet_v3_small",
-                                "efficientnet_b0", "small_cnn")
+                                "efficientnet_b0", "small_cnn", "svm", "xgboost")
     assert get_backbone("densenet201").frozen_layers == 500
     assert get_backbone("convnext_tiny").frozen_layers == 100
     with pytest.raises(ValueError, match="Unknown backbone 'densnet'. Valid: efficientnet_lite0, "
-                                         ".*small_cnn"):
+                                         ".*small_cnn, svm, xgboost"):
         get_backbone("densnet")
 
 
