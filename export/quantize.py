@@ -180,9 +180,14 @@ def quantize_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
     checks = {"checks_passed": error is None, "agreement": agreement.to_dict()}
     if error is not None:
         checks["failure"] = str(error)
-    contract = contract.with_updates(
-        quantization={**contract.quantization, **checks},
-        metrics={**gate.candidate, "gate": gate.to_dict()} if gate is not None else None)
+    if gate is not None:
+        checks["gate"] = gate.to_dict()
+    metrics, provenance = contract.metrics, contract.provenance
+    if metrics is None and gate is not None:  # no cross-validated figures: the gate's own
+        metrics = dict(gate.candidate)
+        provenance = {**provenance, "metrics_source": f"accuracy gate: {gate.source}"}
+    contract = contract.with_updates(quantization={**contract.quantization, **checks},
+                                     metrics=metrics, provenance=provenance)
     save_model(embed_contract(backend.proto, contract), out_path)
     return QuantizeResult(path=Path(out_path), contract=contract, agreement=agreement, gate=gate,
                           size_bytes=Path(out_path).stat().st_size,

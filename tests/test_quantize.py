@@ -176,7 +176,10 @@ def test_gate_refuses_a_model_quantization_destroys(broken, tmp_path):
     result = quantize_model(model, out, QuantizeOptions("static", options.calib_paths,
                                                         exclude_nodes=keep), gate_data=labelled)
     assert result.gate.passed and read_contract(out).quantization["excluded_nodes"] == list(keep)
-    assert read_contract(out).metrics["gate"]["candidate"]["accuracy"] == 1.0
+    child = read_contract(out)
+    assert child.quantization["gate"]["candidate"]["accuracy"] == 1.0
+    assert child.metrics["accuracy"] == 1.0  # no cross-validated figures: the gate's
+    assert child.provenance["metrics_source"].startswith("accuracy gate")
 
 
 def test_force_writes_a_failed_child_marked_as_failed(broken, tmp_path):
