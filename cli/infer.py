@@ -224,6 +224,7 @@ def run(opts: InferOptions) -> int:
         destination.discard()
         raise
     tally.listing_problems = len(problems)
+    sys.stdout.flush()  # the rows before the summary, also when both go to one pipe
     typer.echo(_summary(tally, time.perf_counter() - started, classifier.review_below), err=True)
     failed = tally.failed or tally.overlay_failed or tally.listing_problems
     return EXIT_FAILED if failed else EXIT_OK

@@ -18,11 +18,15 @@ def register(app: typer.Typer) -> None:
 def model_rows() -> list[dict]:
     """One dict per bundled model (name, file, size, contract summary)."""
     from leukedge.runtime.contract import ContractError, read_contract
-    from leukedge.runtime.models import DEFAULT_MODEL, bundled_models
+    from leukedge.runtime.models import ModelNotFoundError, bundled_models, default_model_path
 
+    try:
+        default = default_model_path()
+    except ModelNotFoundError:
+        default = None
     rows = []
     for name, path in bundled_models().items():
-        row = {"name": name, "default": name == DEFAULT_MODEL, "file": str(path),
+        row = {"name": name, "default": path == default, "file": str(path),
                "size_bytes": path.stat().st_size}
         try:
             c = read_contract(path)
@@ -65,6 +69,6 @@ def models(
                    f"{r['input_size'][0]:>7} {r['backbone']:<19} "
                    f"{_cell(r['accuracy'], '{:.2%}'):>8} {_cell(r['cost_per_sample'], '{:.3f}'):>6} "
                    f"{r['review_below']:>7g}")
-    typer.echo("* the default. Accuracy and cost per image: the model's own evaluation, recorded "
-               "in its contract (`leukedge info NAME`); docs/RESULTS.md has the "
-               "cross-validated figures.")
+    typer.echo("* what `default` means on this CPU (INT8 with VNNI, else FP32).\n"
+               "Accuracy and cost per image from the contract; `leukedge info NAME` says\n"
+               "where they were measured (docs/RESULTS.md).")

@@ -327,12 +327,15 @@ def test_info_is_a_readable_report_and_json(tiny_model_path):
 
 
 def test_info_without_argument_describes_the_default_model():
-    from leukedge.runtime.models import bundled_models
+    from leukedge.runtime.models import ModelNotFoundError, default_model_path
 
-    if "default" not in bundled_models():
+    try:
+        default = default_model_path()
+    except ModelNotFoundError:
         pytest.skip("no bundled default model in this checkout")
     result = invoke("info")
-    assert result.exit_code == 0 and "leukedge-default.onnx" in result.stdout
+    assert result.exit_code == 0 and default.name in result.stdout
+    assert "5-fold grouped cross-validation" in result.stdout, "where the metrics come from"
 
 
 def test_info_shows_but_flags_a_model_infer_would_refuse(make_tiny_onnx, tmp_path):
@@ -364,6 +367,7 @@ def test_models_lists_the_bundled_models():
     rows = json.loads(result.stdout)
     assert [r["name"] for r in rows] == list(bundled_models())
     assert all("problem" not in r for r in rows), rows
+    assert sum(r["default"] for r in rows) == 1, "exactly one file is what `default` means"
 
 
 def test_version():
