@@ -58,7 +58,9 @@ def pick_images(root: Path, n: int) -> list[Path]:
 def bench_model(model: str, folder: Path, one: Path, repeats: int, batch: int) -> dict:
     out_file = folder.parent / "rows.jsonl"
     folder_cmd = [LEUKEDGE, "infer", str(folder), "--model", model, "--format", "json",
-                  "--output", str(out_file), "--batch-size", str(batch)]
+                  "--output", str(out_file)]
+    if batch:  # else leukedge infer's own default, as a user runs it
+        folder_cmd += ["--batch-size", str(batch)]
     runs = [run_timed(folder_cmd) for _ in range(repeats)]
     n = sum(1 for _ in open(out_file))
     cold = [run_timed([LEUKEDGE, "infer", str(one), "--model", model]) for _ in range(5)]
@@ -111,7 +113,8 @@ def main() -> None:
     ap.add_argument("--models", nargs="*", default=None,
                     help="ONNX files (default: the bundled INT8 and FP32 models)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="default: leukedge infer's own (16)")
     ap.add_argument("--keras-reference", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()

@@ -34,8 +34,10 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(
         min=0.01, help="Largest accepted request body, MiB.")] = 20.0,
     batch_window_ms: Annotated[float, typer.Option(
-        min=0.0, help="Wait this long for concurrent requests to share a model run; 0 = none.")
-    ] = 2.0,
+        min=0.0, help="Wait this long for more requests to share a model run. 0: no wait; "
+                      "requests that queued up during the last run still share the next one "
+                      "(measured best: docs/RESULTS.md).")
+    ] = 0.0,
 ) -> None:
     """Serve the model over HTTP (see HELP)."""
     need("fastapi", "serve", "leukedge serve")

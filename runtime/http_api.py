@@ -11,8 +11,9 @@ Bad input gets a 4xx JSON ``{"error": ...}`` naming the problem, never a stack t
 upload over the limit (enforced while the body streams in, before it is all read) or an image
 whose header declares too many pixels, 415 for content that is not a supported image, 400 for
 an empty, truncated, grayscale or 16-bit image or a request without a ``file`` field. The model is
-loaded once; inference runs off the event loop, in a :class:`Batcher` that joins concurrent
-requests into one model run when ``batch_window_ms`` > 0.
+loaded once; inference runs off the event loop, in a :class:`Batcher` that runs the requests
+that queued up while the model was busy as one batch (and with ``batch_window_ms`` > 0 waits that
+long for more; measured not to pay on 2 cores, docs/RESULTS.md).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the handlers' annotations
@@ -40,8 +41,8 @@ MAX_BATCH = 32
 class Batcher:
     """One worker thread that runs the model; requests queue pixels and wait for predictions.
 
-    With ``window_ms`` > 0 the worker waits that long after the first request for more, and runs
-    them together (one model run per image size).
+    Requests that queued up during the previous run are taken together (one model run per image
+    size); with ``window_ms`` > 0 the worker also waits that long after the first for more.
     """
 
     def __init__(self, classifier: Classifier, window_ms: float = 0.0, max_batch: int = MAX_BATCH):
