@@ -32,6 +32,12 @@ class Int8SaturationWarning(UserWarning):
     """An INT8 model that needs VNNI runs on a CPU without it (see leukedge.runtime.cpu)."""
 
 
+def stack_batch(images: Sequence[np.ndarray]) -> np.ndarray:
+    """[N, H, W, 3] of same-size images; one image is a view, not a copy (a large frame is
+    hundreds of MB)."""
+    return images[0][None] if len(images) == 1 else np.stack(images)
+
+
 @dataclass(frozen=True)
 class Prediction:
     """The classification of one image.
@@ -140,7 +146,7 @@ class Classifier:
         for i, im in enumerate(images):
             by_shape.setdefault(np.shape(im), []).append(i)
         for indices in by_shape.values():
-            outputs = self.run(np.stack([images[i] for i in indices]))
+            outputs = self.run(stack_batch([images[i] for i in indices]))
             for j, i in enumerate(indices):
                 results[i] = self.prediction_from_outputs({k: v[j] for k, v in outputs.items()})
         return [results[i] for i in range(len(images))]

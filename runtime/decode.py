@@ -190,11 +190,15 @@ def _to_rgb_uint8(arr: np.ndarray, name: str, bgr: bool) -> np.ndarray:
         raise ImageError(name, f"image too small ({arr.shape[1]}x{arr.shape[0]} pixels)")
     if arr.shape[0] * arr.shape[1] > MAX_PIXELS:
         raise ImageError(name, f"image too large ({arr.shape[1]} x {arr.shape[0]} pixels)")
+    if bgr and arr.shape[2] == 4:
+        return cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_BGRA2RGB)
     if arr.shape[2] == 4:
         arr = arr[:, :, :3]
-    if bgr:
-        arr = cv2.cvtColor(np.ascontiguousarray(arr), cv2.COLOR_BGR2RGB)
-    return np.ascontiguousarray(arr)
+    arr = np.ascontiguousarray(arr)
+    if bgr:  # in place: a 50-megapixel frame is 150 MB, no second copy of it
+        arr = arr if arr.flags.writeable else arr.copy()
+        cv2.cvtColor(arr, cv2.COLOR_BGR2RGB, dst=arr)
+    return arr
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> np.ndarray:

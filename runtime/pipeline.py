@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .classifier import Classifier, Prediction
+from .classifier import Classifier, Prediction, stack_batch
 from .decode import MAX_PIXELS, ImageError, ImageSource, describe_source, load_image
 from .session import usable_cpus
 
@@ -108,7 +108,7 @@ def _classify(classifier: Classifier, decoded: Sequence[_Decoded], keep_images: 
     names = classifier.default_outputs + (["stain_mask"] if keep_images else [])
     for indices in by_shape.values():
         started = time.perf_counter()
-        raw = classifier.run(np.stack([decoded[i].pixels for i in indices]), names)
+        raw = classifier.run(stack_batch([decoded[i].pixels for i in indices]), names)
         share = (time.perf_counter() - started) / len(indices)
         for j, i in enumerate(indices):
             row = {k: v[j] for k, v in raw.items() if k != "stain_mask"}
