@@ -87,11 +87,12 @@ def quantize_command(
         help="minmax, entropy or percentile.")] = CalibMethod("minmax"),
     per_channel: Annotated[bool, typer.Option(
         "--per-channel/--no-per-channel", help="Per-channel weight scales.")] = True,
-    reduce_range: Annotated[bool, typer.Option(
-        "--reduce-range/--no-reduce-range",
-        help="7-bit weights, for models that must run on CPUs without VNNI (AVX2 only), "
-             "where full 8-bit weights can saturate; costs up to 0.6 points of accuracy.")
-    ] = False,
+    reduce_range: Annotated[Optional[bool], typer.Option(
+        "--reduce-range/--no-reduce-range", show_default=False,
+        help="7-bit weights, for CPUs without VNNI (AVX2 only), where full 8-bit weights can "
+             "saturate; cost up to 0.6 points of accuracy on a VNNI CPU. Default: full range "
+             "when this CPU has VNNI, else 7-bit.")
+    ] = None,
     weight_type: Annotated[WeightType, typer.Option(  # type: ignore[valid-type]
         help="int8, or uint8 (no saturation either, but 10-20x slower for depthwise "
              "convolutions on the VNNI CPU measured).")] = WeightType("int8"),

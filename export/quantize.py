@@ -12,13 +12,14 @@ pixels as its parent.
   convnets (``ConvInteger``); kept for comparison.
 - ``fp16``: onnxconverter-common with ``keep_io_types``; halves the file, no speed gain on CPU.
 
-Weights: full-range ``int8``, per channel, by default: in the 5-fold cross-validation of the
-default recipe on an AVX512-VNNI CPU it matched FP32 within 0.19 points in every fold, while
-7-bit weights (``reduce_range``) lost up to 0.58 points (docs/RESULTS.md). ONNX Runtime's u8s8
-kernels on CPUs without VNNI (AVX2 only) sum pairs of products in 16 bits and can saturate
-with full 8-bit weights; 7-bit weights cannot, so ``--reduce-range`` is the setting for models
-that must run on AVX2-only PCs (the runtime warns when a full-range model runs on one, see
-:mod:`leukedge.runtime.cpu`). ``uint8`` weights (u8u8 kernels) also avoid saturation but were
+Weights: ``int8`` per channel; full range on a CPU with VNNI, 7-bit (``reduce_range``) on one
+without, unless the caller says. In the 5-fold cross-validation of the default recipe on an
+AVX512-VNNI CPU full range matched FP32 within 0.19 points in every fold, while 7-bit weights
+lost up to 0.58 points (docs/RESULTS.md). ONNX Runtime's u8s8 kernels on CPUs without VNNI
+(AVX2 only) sum pairs of products in 16 bits and can saturate with full 8-bit weights; 7-bit
+weights cannot. The child is checked on the CPU that quantizes it, so the default is the setting
+that is right there; ``--reduce-range`` makes a model for AVX2-only PCs on a VNNI machine (the
+runtime warns when a full-range model runs on such a PC, see :mod:`leukedge.runtime.cpu`). ``uint8`` weights (u8u8 kernels) also avoid saturation but were
 10-20x slower for EfficientNet-Lite's depthwise convolutions on the VNNI CPU.
 
 The child keeps the parent's contract with ``precision``, ``quantization`` and
@@ -71,10 +72,18 @@ class QuantizeOptions:
     calib_paths: tuple[Path, ...] = ()
     calib_method: str = "minmax"
     per_channel: bool = True
-    reduce_range: bool = False  # True: 7-bit weights, no u8s8 saturation on CPUs without VNNI
+    # True: 7-bit weights, no u8s8 saturation on CPUs without VNNI; None: full range on a CPU
+    # with VNNI (or not x86), 7-bit without it: the child is checked on this CPU
+    reduce_range: Optional[bool] = None
     exclude_nodes: tuple[str, ...] = ()
     weight_type: str = "int8"
     min_agreement: float = DEFAULT_MIN_AGREEMENT
+
+    def __post_init__(self) -> None:
+        if self.reduce_range is None:
+            from leukedge.runtime.cpu import has_int8_vnni
+
+            object.__setattr__(self, "reduce_range", has_int8_vnni() is False)
 
     def validate(self) -> None:
         if self.method not in METHODS:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dataset_builders import tiny_real_dataset
+from dataset_builders import real_images, tiny_real_dataset
 from leukedge.cli.main import app
 from leukedge.runtime.contract import read_contract
 from leukedge.runtime.files import list_images, sha256_file
@@ -32,12 +32,15 @@ def _invoke(args: list[str]):
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
+    if not real_images(1):  # a model trained 1 epoch on synthetic smears has near-tie
+        # probabilities, whose INT8 top-1 flips say nothing about the product path
+        pytest.skip("needs the ALL data in ../shared/data/ALL (or LEUKEDGE_ALL_DATA)")
     os.environ.setdefault("LEUKEDGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     data = tiny_real_dataset(tmp_path_factory.mktemp("data"), per_class=8)
     run = tmp_path_factory.mktemp("runs") / "run"
     _invoke(["train", str(data), "--out", str(run), *TINY])
     _invoke(["export", str(run), "--data", str(data), "--review-below", "0.6"])
-    int8 = run / "model-int8.onnx"
+    int8 = run / "model-int8.onnx"  # the default range suits this CPU (7-bit without VNNI)
     _invoke(["quantize", str(run / "model.onnx"), "--method", "static", "--calib", str(data),
              "--calib-size", "16", "--out", str(int8), "--min-agreement", "0.8"])
     return data, run, int8

@@ -65,7 +65,10 @@ def test_quantized_child_runs_and_extends_the_contract(method, precision, tiny_m
     if method == "static":
         assert q["calib_size"] == 12 and q["calib_method"] == "minmax"
         assert q["calibration_set_sha256"] == calibration_set_sha256(files)
-        assert q["reduce_range"] is False and q["weight_type"] == "int8"  # the default
+        from leukedge.runtime.cpu import has_int8_vnni
+
+        # the default: full range where this CPU has VNNI, 7-bit weights where it has not
+        assert q["reduce_range"] is (has_int8_vnni() is False) and q["weight_type"] == "int8"
     assert contract.classes == CLASSES and contract.outputs == read_contract(tiny_model_path).outputs
     assert result.agreement.n_images == 12 and result.agreement.source == "calibration images"
     clf = Classifier(out, provider="cpu")  # the input stays uint8 pixels
@@ -237,9 +240,26 @@ def test_child_takes_cross_validated_metrics_only_for_the_setting_measured(tiny_
         "metrics_by_precision": {"fp32": {"accuracy": 0.991}, "int8": measured},
         "cv_int8_setting": {"method": "static", "per_channel": True, "reduce_range": False}})
     files = (Path("a.jpg"),)
-    assert cross_validated_metrics(parent, QuantizeOptions("static", files)) == measured
+    from leukedge.runtime.cpu import has_int8_vnni
+
+    auto = QuantizeOptions("static", files)  # full range on this CPU only if it has VNNI
+    assert auto.reduce_range is (has_int8_vnni() is False)
     assert cross_validated_metrics(
         parent, QuantizeOptions("static", files, reduce_range=True)) is None
+    assert cross_validated_metrics(
+        parent, QuantizeOptions("static", files, reduce_range=False)) == measured
     assert cross_validated_metrics(parent, QuantizeOptions("fp16", files)) is None
     assert cross_validated_metrics(read_contract(tiny_model_path),
                                    QuantizeOptions("static", files)) is None
+
+
+def test_reduce_range_follows_this_cpu_unless_given(monkeypatch):
+    from leukedge.runtime import cpu
+
+    monkeypatch.setattr(cpu, "has_int8_vnni", lambda: False)
+    assert QuantizeOptions("static").reduce_range is True
+    assert QuantizeOptions("static", reduce_range=False).reduce_range is False
+    monkeypatch.setattr(cpu, "has_int8_vnni", lambda: True)
+    assert QuantizeOptions("static").reduce_range is False
+    monkeypatch.setattr(cpu, "has_int8_vnni", lambda: None)  # not x86: no u8s8 kernels
+    assert QuantizeOptions("static").reduce_range is False
