@@ -35,13 +35,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _per_channel(values: Any) -> str:
+    """One number when every channel has it, else "(r, g, b)"."""
+    if isinstance(values, (list, tuple)) and values and len(set(values)) == 1:
+        return _fmt(values[0])
+    return f"({_fmt(values)})" if isinstance(values, (list, tuple)) else _fmt(values)
+
+
 def _pre_lines(pre: dict) -> list[tuple[str, str]]:
     h, w = pre["input_size"]
     mask = pre.get("hsv_mask", {})
     lines = [("input", f"image: uint8 [N, H, W, 3] {pre.get('input_channel_order', 'RGB')}, any "
                        f"size; resized inside the model to {h}x{w} ({pre.get('resize', '?')})"),
-             ("normalisation", f"(x - {_fmt(pre.get('mean'))}) / {_fmt(pre.get('std'))} on "
-                               f"0-255, {pre.get('network_channel_order', 'RGB')} order")]
+             ("normalisation", f"(x - {_per_channel(pre.get('mean'))}) / "
+                               f"{_per_channel(pre.get('std'))} on 0-255, "
+                               f"{pre.get('network_channel_order', 'RGB')} order")]
     if mask:
         use = "network input" if pre.get("masked_input") else "reported, not a network input"
         lines.append(("stain mask", f"{mask['h_min']:g} <= H <= {mask['h_max']:g}, S >= "
@@ -107,6 +115,16 @@ def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[st
     return sections
 
 
+def _wrapped(head: str, value: str, columns: int = 80) -> str:
+    """``head`` + ``value``, wrapped at ``columns`` with the continuation under the value (a
+    hash or a path longer than a line stays whole)."""
+    import textwrap
+
+    lines = textwrap.wrap(value, width=max(columns - len(head), 30), break_long_words=False,
+                          break_on_hyphens=False) or [""]
+    return "\n".join([head + lines[0]] + [" " * len(head) + line for line in lines[1:]])
+
+
 def _usable(path: Path) -> Optional[str]:
     """None when `leukedge infer` would accept the model, else why not."""
     from leukedge.runtime.classifier import Classifier
@@ -145,5 +163,5 @@ def info(
             typer.echo(title)
             width = max((len(k) for k, _ in rows), default=0)
             for key, value in rows:
-                typer.echo(f"  {key:<{width}}  {value}")
+                typer.echo(_wrapped(f"  {key:<{width}}  ", value))
     raise typer.Exit(EXIT_OK if usable is None else EXIT_USAGE)
