@@ -7,6 +7,8 @@ Kept apart from :mod:`.quantize` (options, contract, gate) so each backend stays
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -14,6 +16,8 @@ from typing import Any, Optional
 from leukedge.runtime.graph.compose import extract_network, other_node_names, replace_network
 
 from .errors import QuantizationError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,9 +88,19 @@ def _fp16(parent_proto: Any, options) -> Any:
     preprocessing and postprocessing."""
     from onnxconverter_common import float16
 
+    import warnings
+
     network = extract_network(parent_proto)
-    half = float16.convert_float_to_float16(network, keep_io_types=True,
-                                            node_block_list=list(options.exclude_nodes) or None)
+    with warnings.catch_warnings(record=True) as caught:  # one warning per tiny weight: noise
+        warnings.simplefilter("always")
+        half = float16.convert_float_to_float16(network, keep_io_types=True,
+                                                node_block_list=list(options.exclude_nodes) or None)
+    truncated = sum("will be truncated" in str(w.message) for w in caught)
+    if truncated:
+        log.info("FP16: %d weights smaller than 1e-7 were rounded to +-1e-7", truncated)
+    for w in caught:
+        if "will be truncated" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return replace_network(parent_proto, half)
 
 
