@@ -18,12 +18,13 @@ File format (JSON)::
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
+
+from leukedge.runtime.files import read_json_object
 
 FORMAT = "leukedge.calibration"
 VERSION = 1
@@ -52,12 +53,10 @@ def read_cv_calibration(path: str | os.PathLike) -> CvCalibration:
     """Read and check a ``calibration.json``; ValueError names the file and the problem."""
     p = Path(path)
     try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ValueError(f"--calibration {p}: cannot read it ({e.strerror or e})") from e
-    except json.JSONDecodeError as e:
-        raise ValueError(f"--calibration {p}: not valid JSON ({e})") from e
-    if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != VERSION:
+        d = read_json_object(p, "calibration file")
+    except ValueError as e:
+        raise ValueError(f"--calibration {e}") from e
+    if d.get("format") != FORMAT or d.get("version") != VERSION:
         raise ValueError(f"--calibration {p}: not a {FORMAT} file of version {VERSION} "
                          "(bench/crossval_eval.py writes one)")
     try:

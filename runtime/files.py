@@ -32,6 +32,23 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def read_json_object(path: str | os.PathLike, what: str) -> dict:
+    """A JSON file holding an object; ValueError names the file, ``what`` it should be, and
+    what was wrong (unreadable, not JSON, not an object)."""
+    import json
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"{p}: cannot read the {what} ({e.strerror or e})") from e
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: not valid JSON ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: not a {what} (a JSON object)")
+    return data
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file so that readers see either the old file or the complete new one.
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import LeukedgeError
-from .files import atomic_write_text
+from .files import atomic_write_text, read_json_object
 from .preprocessing import PreprocessSpec
 
 RUN_RECORD_VERSION = 2
@@ -107,16 +107,11 @@ class RunRecord:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> "RunRecord":
-        p = Path(path)
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise RunRecordError(f"{p}: cannot read the run record ({e.strerror or e})") from e
-        except json.JSONDecodeError as e:
-            raise RunRecordError(f"{p}: not valid JSON ({e})") from e
-        if not isinstance(data, dict):
-            raise RunRecordError(f"{p}: not a run record (a JSON object)")
-        return cls.from_dict(data, str(p))
+            data = read_json_object(path, "run record")
+        except ValueError as e:
+            raise RunRecordError(str(e)) from e
+        return cls.from_dict(data, str(path))
 
     def with_updates(self, **changes: Any) -> "RunRecord":
         from dataclasses import replace

@@ -258,5 +258,5 @@ def test_calibration_file_errors_name_the_flag_and_the_problem(tmp_path, content
     with pytest.raises(ValueError, match="--calibration") as caught:
         read_cv_calibration(path)
     assert message in str(caught.value)
-    with pytest.raises(ValueError, match="cannot read it"):
+    with pytest.raises(ValueError, match="cannot read the calibration file"):
         read_cv_calibration(tmp_path / "missing.json")

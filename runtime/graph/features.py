@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from .preprocess import LUMA, OPSET, Builder, hsv_channels, stain_colour, stain_mask
+from .preprocess import LUMA, Builder, checked_model, hsv_channels, stain_colour, stain_mask
 from ..preprocessing import HsvMaskSpec
 
 INPUT = "image"
@@ -245,7 +245,6 @@ def feature_nodes(mask: HsvMaskSpec, prefix: str = "feat/") -> tuple[list, list]
 def features_model(mask: HsvMaskSpec, size: tuple[int, int], ir_version: int | None = None
                    ) -> Any:
     """The feature graph alone: ``image`` float32 [N, h, w, 3] on 0-255 -> ``features``."""
-    import onnx
     from onnx import TensorProto, helper
 
     nodes, inits = feature_nodes(mask, prefix="feat/")
@@ -254,9 +253,4 @@ def features_model(mask: HsvMaskSpec, size: tuple[int, int], ir_version: int | N
         nodes, "leukedge_features",
         [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, ["N", h, w, 3])],
         [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["N", N_FEATURES])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="leukedge")
-    if ir_version is not None:
-        model.ir_version = ir_version
-    onnx.checker.check_model(model)
-    return model
+    return checked_model(graph, ir_version)

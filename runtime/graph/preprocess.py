@@ -200,11 +200,18 @@ def input_value_info() -> Any:
 
 def preprocess_model(spec: PreprocessSpec, ir_version: int | None = None) -> Any:
     """The preprocessing graph alone as an ``onnx.ModelProto`` (what training runs)."""
-    import onnx
     from onnx import helper
 
     nodes, inits, outputs = preprocess_nodes(spec)
     graph = helper.make_graph(nodes, "leukedge_preprocess", [input_value_info()], outputs, inits)
+    return checked_model(graph, ir_version)
+
+
+def checked_model(graph: Any, ir_version: int | None = None) -> Any:
+    """A graph of standard ops as an opset-18 ``onnx.ModelProto``, checked by onnx.checker."""
+    import onnx
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="leukedge")
     if ir_version is not None:
