@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.runtime.evaluation.machine import describe_machine
+from results_file import append_run
 
 LEUKEDGE = str(Path(sys.executable).with_name("leukedge"))
 HOST = "127.0.0.1"  # load tests go against loopback only
@@ -126,9 +127,7 @@ def main(argv=None) -> int:
               "machine": describe_machine()}
     print(json.dumps(result, indent=1))
     if args.json:
-        old = json.loads(args.json.read_text()) if args.json.is_file() else []
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(old + [result], indent=1) + "\n")
+        append_run(args.json, result)
     return 0
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from .errors import EXIT_OK, reported
-from .options import Provider, TableOrJson
+from .options import Provider, ProviderOption, TableOrJson
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
@@ -26,7 +26,7 @@ def bench_command(
     model: Annotated[Optional[str], typer.Argument(
         show_default=False, help="An ONNX file or a bundled model's name (default: "
                                  "'default').")] = None,
-    provider: Annotated[Provider, typer.Option(help="auto, cuda or cpu.")] = Provider.auto,
+    provider: ProviderOption = Provider.auto,
     batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes.")] = "1,8,32",
     threads: Annotated[Optional[int], typer.Option(
         show_default=False, help="Intra-op threads (default: the CPUs this process may use, "

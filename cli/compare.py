@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from .errors import EXIT_OK, need, reported
-from .options import Provider, ReportFormat
+from .options import Provider, ProviderOption, ReportFormat
 
 
 def default_models() -> list[Path]:
@@ -60,7 +60,7 @@ def compare_command(
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", show_default=False, help="A folder (report.md, comparison.json/.csv, "
                                                 "confusion PNGs) or one file.")] = None,
-    provider: Annotated[Provider, typer.Option(help="auto, cuda or cpu.")] = Provider.auto,
+    provider: ProviderOption = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(
         show_default=False, help="ONNX Runtime intra-op threads.")] = None,
     iterations: Annotated[int, typer.Option(min=1, help="Timed runs for latency.")] = 20,

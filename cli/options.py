@@ -4,6 +4,9 @@ options several commands share. Standard library and Typer only (no heavy import
 from __future__ import annotations
 
 import enum
+from typing import Annotated, Optional
+
+import typer
 
 
 class OutputFormat(str, enum.Enum):
@@ -21,6 +24,16 @@ class Provider(str, enum.Enum):
     auto = "auto"
     cuda = "cuda"
     cpu = "cpu"
+
+
+# Options of the commands that run a model on images (watch, serve).
+ModelOption = Annotated[Optional[str], typer.Option(
+    "--model", "-m", show_default=False, help="Bundled model name or ONNX file.")]
+ProviderOption = Annotated[Provider, typer.Option(help="auto, cuda or cpu.")]
+ThreadsOption = Annotated[Optional[int], typer.Option(show_default=False,
+                                                      help="ONNX Runtime threads.")]
+ReviewBelowOption = Annotated[Optional[float], typer.Option(
+    min=0.0, max=1.0, show_default=False, help="Review threshold (default: the model's).")]
 
 
 class ReportFormat(str, enum.Enum):

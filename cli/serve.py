@@ -6,12 +6,12 @@ the ``[serve]`` extra (FastAPI, uvicorn, python-multipart).
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from .errors import EXIT_OK, need
-from .options import Provider
+from .options import ModelOption, Provider, ProviderOption, ReviewBelowOption, ThreadsOption
 
 HELP = """Serve the model over HTTP for local software (LIMS, viewers): GET /healthz,
 GET /v1/model, POST /v1/classify (multipart field 'file'; several allowed).
@@ -23,14 +23,10 @@ there is no authentication, so only expose it on a network you trust."""
 def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port.")] = 8000,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", show_default=False, help="Bundled model name or ONNX file.")] = None,
-    provider: Annotated[Provider, typer.Option(help="auto, cuda or cpu.")] = Provider.auto,
-    threads: Annotated[Optional[int], typer.Option(show_default=False,
-                                                   help="ONNX Runtime threads.")] = None,
-    review_below: Annotated[Optional[float], typer.Option(
-        min=0.0, max=1.0, show_default=False, help="Review threshold (default: the model's).")
-    ] = None,
+    model: ModelOption = None,
+    provider: ProviderOption = Provider.auto,
+    threads: ThreadsOption = None,
+    review_below: ReviewBelowOption = None,
     max_upload_mb: Annotated[float, typer.Option(
         min=0.01, help="Largest accepted request body, MiB.")] = 20.0,
     batch_window_ms: Annotated[float, typer.Option(

@@ -22,7 +22,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from .errors import EXIT_OK, reported
-from .options import Provider, registry_enum
+from .options import (ModelOption, Provider, ProviderOption, ReviewBelowOption, ThreadsOption,
+                      registry_enum)
 
 RowFormat = registry_enum("RowFormat", ("json", "csv"))  # table is for terminals
 
@@ -236,14 +237,10 @@ def watch(
     give_up: Annotated[float, typer.Option(
         min=0.0, help="Seconds after which a file still cut short gets an error row.")] = 30.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model run.")] = 16,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", show_default=False, help="Bundled model name or ONNX file.")] = None,
-    provider: Annotated[Provider, typer.Option(help="auto, cuda or cpu.")] = Provider.auto,
-    threads: Annotated[Optional[int], typer.Option(show_default=False,
-                                                   help="ONNX Runtime threads.")] = None,
-    review_below: Annotated[Optional[float], typer.Option(
-        min=0.0, max=1.0, show_default=False, help="Review threshold (default: the model's).")
-    ] = None,
+    model: ModelOption = None,
+    provider: ProviderOption = Provider.auto,
+    threads: ThreadsOption = None,
+    review_below: ReviewBelowOption = None,
     done: Annotated[Optional[Path], typer.Option(
         "--done", show_default=False, help="Move classified images here.")] = None,
     failed: Annotated[Optional[Path], typer.Option(

@@ -74,7 +74,7 @@ def _weight_type(options):
 
 
 def _dynamic(prepared: Path, out: Path, options) -> dict:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(str(prepared), str(out), per_channel=options.per_channel,
                      reduce_range=options.reduce_range, weight_type=_weight_type(options),

@@ -43,13 +43,14 @@ import numpy as np
 
 from leukedge.runtime.contract import ModelContract, contract_of_proto, embed_contract, save_model
 from leukedge.runtime.evaluation.labelled import LabelledSet, select_evenly
+from leukedge.runtime.evaluation.machine import describe_machine
 from leukedge.runtime.files import sha256_file
 from leukedge.runtime.metrics import evaluate
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .calibration_images import ImageCalibrationReader, calibration_set_sha256
 from .errors import AccuracyGateError, QuantizationError
-from .lineage import PRECISION_OF, child_contract
+from .lineage import child_contract
 from .gate import DEFAULT_MAX_COST_RISE, DEFAULT_MAX_DROP_PP, GateResult, check_limits
 from .onnx_export import model_probabilities
 from .parity import ParityReport, compare_probabilities

@@ -23,7 +23,7 @@ from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelContract, con
 from .cpu import has_int8_vnni
 from .decode import ImageSource, load_image
 from .models import resolve_model
-from .session import SessionInfo, create_session
+from .session import create_session
 
 DECIMALS = 6  # confidences are reported, and compared with the threshold, at this precision
 

@@ -263,3 +263,26 @@ def test_reduce_range_follows_this_cpu_unless_given(monkeypatch):
     assert QuantizeOptions("static").reduce_range is False
     monkeypatch.setattr(cpu, "has_int8_vnni", lambda: None)  # not x86: no u8s8 kernels
     assert QuantizeOptions("static").reduce_range is False
+
+
+def test_gate_refusal_names_the_saturating_cpu_and_the_flag() -> None:
+    """When the same quantized graph passes with the integer kernels off, the refusal blames this
+    CPU's INT8 kernels, names its INT8 acceleration and the flag that avoids the saturation."""
+    from types import SimpleNamespace
+
+    from leukedge.export.gate import GateResult
+    from leukedge.export.quantize import _gate_error
+    from leukedge.runtime.evaluation.machine import describe_machine
+
+    reference = {"accuracy": 0.99, "cost_per_sample": 0.05}
+    failed = GateResult(reference, {"accuracy": 0.60, "cost_per_sample": 0.9}, 1.0, 0.05, "val")
+    emulated = GateResult(reference, {"accuracy": 0.985, "cost_per_sample": 0.06}, 1.0, 0.05, "val")
+    assert not failed.passed and emulated.passed
+    child = SimpleNamespace(options=QuantizeOptions("dynamic", reduce_range=False))
+    message = str(_gate_error(failed, emulated, child, []))
+    assert "Nothing was written" in message and "98.50%" in message
+    assert describe_machine()["int8_acceleration"] in message
+    assert message.endswith("Quantize with --reduce-range (7-bit weights).")
+    child = SimpleNamespace(options=QuantizeOptions("dynamic", reduce_range=True))
+    assert str(_gate_error(failed, emulated, child, [])).endswith(
+        "Try --no-per-channel or --method fp16.")

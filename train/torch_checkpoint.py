@@ -140,7 +140,7 @@ def read_legacy_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         magic = _load(stream)
         if magic != LEGACY_MAGIC:
             raise CheckpointError(f"{path}: not a legacy torch.save file (magic {magic!r:.40})")
-        _protocol, _sys_info = _load(stream), _load(stream)
+        _load(stream), _load(stream)  # protocol version and system info: not needed
         state = _load(stream)
         keys = _load(stream)
     except CheckpointError as e:

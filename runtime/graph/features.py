@@ -168,8 +168,6 @@ def _glcm_weights() -> np.ndarray:
 
 def _glcm(b: Builder, levels: str, distance: int) -> str:
     """[N, 6] co-occurrence statistics at one pixel distance (directions averaged)."""
-    from onnx import TensorProto
-
     L = GLCM_LEVELS
     tag = f"glcm{distance}"
 
