@@ -120,8 +120,10 @@ def train_command(
     fine_tune_from: Annotated[Optional[int], typer.Option(
         show_default=False, help="two_phase: first trainable block; default: the backbone's.")
     ] = None,
-    bank_copies: Annotated[int, typer.Option(
-        min=2, help="two_phase: augmented copies per image in the feature bank.")] = 10,
+    bank_copies: Annotated[Optional[int], typer.Option(
+        min=2, show_default=False,
+        help="Copies per image in the feature bank (two_phase, svm, xgboost); default: 10, "
+             "3 for svm and xgboost.")] = None,
     schedule: Annotated[Schedule, typer.Option(  # type: ignore[valid-type]
         help="end_to_end: plateau (the reference study's) or cosine.")] = Schedule("cosine"),
     patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience, epochs.")] = 4,
@@ -160,7 +162,7 @@ def train_command(
     from leukedge.train.augment import AugmentSpec
     from leukedge.train.backbones import get_backbone, resolve_weights
     from leukedge.train.model import HybridConfig
-    from leukedge.train.settings import TrainSettings
+    from leukedge.train.settings import CLASSICAL_BANK_COPIES, TrainSettings
 
     name = backbone.value
     with reported(ValueError):
@@ -180,7 +182,8 @@ def train_command(
             variant=variant.value, patience=patience, schedule=schedule.value,
             method=method.value, head_epochs=head_epochs, fractions=parse_split(split),
             head_learning_rate=head_learning_rate, fine_tune_from=fine_tune_from,
-            bank_copies=bank_copies,
+            bank_copies=bank_copies if bank_copies is not None else (
+                CLASSICAL_BANK_COPIES if row.kind == "classical" else TrainSettings.bank_copies),
             augment=AugmentSpec(rotation_deg=rotation, shift=shift, zoom=zoom,
                                 right_angles=right_angles, color_jitter=color_jitter,
                                 enabled=augment))

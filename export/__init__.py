@@ -24,6 +24,7 @@ _LAZY = {
     "GateResult": ".gate",
     "available_memory_bytes": ".memory", "check_conversion_memory": ".memory",
     "estimate_conversion_bytes": ".memory",
+    "EnsembleResult": ".ensemble", "make_ensemble": ".ensemble",
     "ExportResult": ".onnx_export", "export_keras": ".onnx_export",
     "export_classical": ".onnx_export",
     "ParityReport": ".parity", "compare_probabilities": ".parity",

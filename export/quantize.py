@@ -167,6 +167,10 @@ def quantize_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
     if parent.precision != "fp32":
         raise QuantizationError(f"{model_path} is already {parent.precision}; quantize the FP32 "
                                 f"parent (provenance.parent_sha256 names it)")
+    if parent.backbone == "ensemble":  # leukedge.export.ensemble.ENSEMBLE_BACKBONE
+        raise QuantizationError(
+            f"{model_path} is an ensemble: quantize the members (those that are networks), "
+            "then join them again with `leukedge ensemble`.")
     if parent.backbone in CLASSICAL_BACKBONES:
         raise QuantizationError(
             f"{model_path} is a {parent.backbone} model: quantization does not apply. Its "

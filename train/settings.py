@@ -26,6 +26,11 @@ SCHEDULES = ("plateau", "cosine")
 METHODS = ("auto", "end_to_end", "two_phase")
 
 
+# SVM and XGBoost fit on the training images and 2 augmented copies each: the setting they were
+# cross-validated with (bench/crossval.py)
+CLASSICAL_BANK_COPIES = 3
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Training settings (recorded in the run record).
@@ -48,7 +53,7 @@ class TrainSettings:
     head_epochs: int = 30
     head_learning_rate: float = 1e-3
     fine_tune_from: Optional[int] = None  # first trainable block; None: the backbone row's
-    bank_copies: int = 10
+    bank_copies: int = 10  # the feature bank's copies per image (classical rows: 3, see below)
     bank_seed: int = 0  # augmentation of the bank's copies; the same for every fold of a CV
     near_duplicates: bool = True  # group near-duplicate images in the split, not only exact ones
 

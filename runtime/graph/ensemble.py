@@ -1,0 +1,85 @@
+"""Join several one-file models into one: the same ``image`` input, the weighted mean of their
+``probs``.
+
+Each member keeps its own graph (preprocessing, network, calibrated softmax) under the prefix
+``m<i>/``, so members with different input sizes and normalisations (a 224 px CNN and 128 px
+hand-made features) run side by side on the raw pixels. ``probs`` is ``sum_i w_i * probs_i``
+(weights summing to 1); every other output (the input checks, the stain mask) is the first
+member's, under its own name, so the result has exactly the outputs of the first member and
+is read like any one-file model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .postprocess import PROBS
+from .preprocess import INPUT
+
+MEMBER_PREFIX = "m{}/"
+
+
+def member_prefix(index: int) -> str:
+    return MEMBER_PREFIX.format(index)
+
+
+def compose_ensemble(members: Sequence[Any], weights: Sequence[float]) -> Any:
+    """The ensemble of one-file models (``onnx.ModelProto``), checked by onnx.checker.
+
+    Raises:
+        ValueError: fewer than two members, a weight per member missing or not positive, or a
+            member without the one-file model's ``image`` input and ``probs`` output.
+    """
+    import onnx
+    from onnx import TensorProto, compose, helper
+
+    if len(members) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    if len(weights) != len(members) or any(not w > 0 for w in weights):
+        raise ValueError(f"one positive weight per member, got {list(weights)}")
+    total = float(sum(weights))
+    nodes, inits, infos = [], [], []
+    opsets: dict[str, int] = {}
+    for i, member in enumerate(members):
+        inputs = [v.name for v in member.graph.input]
+        outputs = [v.name for v in member.graph.output]
+        if inputs != [INPUT] or PROBS not in outputs:
+            raise ValueError(f"member {i}: inputs {inputs}, outputs {outputs}; expected the "
+                             f"one-file model's {INPUT!r} input and {PROBS!r} output")
+        named = onnx.ModelProto()
+        named.CopyFrom(member)
+        del named.metadata_props[:]
+        for k, node in enumerate(named.graph.node):  # unnamed nodes would escape the prefix
+            if not node.name:
+                node.name = f"{node.op_type}_{k}"
+        prefix = member_prefix(i)
+        prefixed = compose.add_prefix(named, prefix)
+        nodes.append(helper.make_node("Identity", [INPUT], [prefix + INPUT],
+                                      name=f"{prefix}join/{INPUT}"))
+        nodes.extend(prefixed.graph.node)
+        inits.extend(prefixed.graph.initializer)
+        infos.extend(prefixed.graph.value_info)
+        for opset in member.opset_import:
+            domain = opset.domain or ""
+            opsets[domain] = max(opsets.get(domain, 0), opset.version)
+        nodes.append(helper.make_node("Mul", [f"{prefix}{PROBS}", f"mean/w{i}"],
+                                      [f"mean/p{i}"], name=f"mean/weigh{i}"))
+        inits.append(helper.make_tensor(f"mean/w{i}", TensorProto.FLOAT, [],
+                                        [float(weights[i]) / total]))
+    nodes.append(helper.make_node("Sum", [f"mean/p{i}" for i in range(len(members))], [PROBS],
+                                  name="mean/sum"))
+    first = members[0]
+    outputs = []
+    for out in first.graph.output:
+        if out.name != PROBS:
+            nodes.append(helper.make_node("Identity", [member_prefix(0) + out.name], [out.name],
+                                          name=f"out/{out.name}"))
+        outputs.append(out)
+    graph = helper.make_graph(nodes, "leukedge-ensemble", list(first.graph.input), outputs,
+                              inits, value_info=infos)
+    model = helper.make_model(
+        graph, producer_name="leukedge",
+        opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
+    model.ir_version = max(m.ir_version for m in members)
+    onnx.checker.check_model(model)
+    return model
