@@ -1,46 +1,67 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled default model from scratch on a CPU, as docs/RESULTS.md describes it:
+# Rebuilds the bundled models from scratch on a CPU, as docs/RESULTS.md describes them:
+#   fast    = EfficientNet-Lite0 (recipe lite0-224-s3), FP32 and INT8;
+#   default = fast + the XGBoost row (recipe xgboost-128), probabilities averaged
+#             (`leukedge ensemble`), FP32 and INT8 (the CNN member is the INT8 one).
 #
-# 1. grouped 5-fold cross-validation of the recipe over the development images
+# 1. grouped 5-fold cross-validation of both recipes over the development images
 #    (bench/crossval.py), evaluated as shipped (bench/crossval_eval.py: ONNX FP32 and INT8,
-#    colour jitter, TTA, input checks): the reported figures, and calibration.json (temperature
-#    and review threshold fitted on the out-of-fold predictions);
-# 2. the final model: the same recipe on every development image except the bundled samples
-#    and their duplicates (--exclude), 85% training / 15% validation for early stopping;
-# 3. export with the cross-validation's calibration, full-range INT8 static quantization
-#    (calibrated on 200 training images, gated on the validation split), copy both files into
-#    the package, regenerate the test vectors.
+#    colour jitter, TTA, input checks), each writing calibration.json (temperature and review
+#    threshold fitted on the out-of-fold predictions); then the pair scored on the same folds
+#    (bench/cv_ensemble.py), which writes the ensemble's calibration.json;
+# 2. the final models: each recipe on every development image except the bundled samples and
+#    their duplicates (--exclude), 85% training / 15% validation;
+# 3. export with the cross-validations' calibration, full-range INT8 static quantization of the
+#    CNN (calibrated on 200 training images, gated on the validation split), the ensembles,
+#    copy into the package, regenerate the test vectors.
 #
 #   bash bench/make_default_model.sh [DATA_DIR]     # default ../shared/data/ALL
 #
-# Times on the 2-core development machine (docs/RESULTS.md): about 30 minutes for the
-# cross-validation's training, 20 for its evaluation, 10 for the final model.
+# Times on the 2-core development machine (docs/RESULTS.md): about 35 minutes for the
+# cross-validations' training, 25 for their evaluation, 12 for the final models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data/ALL}"
-recipe="lite0-224-s3"
-cv="runs/cv/$recipe"
-run="${RUN:-runs/default-lite0}"
+cnn_cv="runs/cv/lite0-224-s3"
+xgb_cv="runs/cv/xgboost-128"
+cnn="${RUN:-runs/default-lite0}"
+xgb="${XGB_RUN:-runs/final-xgboost}"
 models="runtime/assets/models"
 
-python bench/crossval.py --recipe "$recipe" --data "$data" --out runs/cv  # resumes if cut short
-python bench/crossval_eval.py "$cv" --data "$data"
+for recipe in lite0-224-s3 xgboost-128; do
+  python bench/crossval.py --recipe "$recipe" --data "$data" --out runs/cv  # resumes if cut short
+  python bench/crossval_eval.py "runs/cv/$recipe" --data "$data"
+done
+python bench/cv_ensemble.py "$cnn_cv" "$xgb_cv" --json docs/results/cv_ensemble_cnn_xgboost.json \
+  --calibration-out runs/cv/ensemble-cnn-xgb-calibration.json
 
-if [ ! -f "$run/run.json" ]; then
+if [ ! -f "$cnn/run.json" ]; then
   # The recipe's settings are leukedge train's defaults for efficientnet_lite0 (ImageNet
   # weights offline, two-phase, fine-tuning from stage 3, 10 augmented copies per image).
   leukedge train "$data" --backbone efficientnet_lite0 --split 85/15/0 \
-    --exclude runtime/assets/samples --seed 2026 --out "$run"
+    --exclude runtime/assets/samples --seed 2026 --out "$cnn"
 fi
-leukedge export "$run" --calibration "$cv/calibration.json" --data "$data" \
+if [ ! -f "$xgb/run.json" ]; then  # leukedge train's defaults for xgboost (3 copies per image)
+  leukedge train "$data" --backbone xgboost --split 85/15/0 \
+    --exclude runtime/assets/samples --seed 2026 --out "$xgb"
+fi
+leukedge export "$cnn" --calibration "$cnn_cv/calibration.json" --data "$data" \
   --parity-images 64 --overwrite
-leukedge quantize "$run/model.onnx" --data "$data" --split-manifest "$run/split.json" \
-  --calib-size 200 --max-drop 0.3 --out "$run/model-int8.onnx" --overwrite
+leukedge quantize "$cnn/model.onnx" --data "$data" --split-manifest "$cnn/split.json" \
+  --calib-size 200 --max-drop 0.3 --out "$cnn/model-int8.onnx" --overwrite
+leukedge export "$xgb" --calibration "$xgb_cv/calibration.json" --data "$data" --overwrite
 
 mkdir -p "$models"
-cp "$run/model.onnx" "$models/leukedge-default-fp32.onnx.tmp"
-cp "$run/model-int8.onnx" "$models/leukedge-default-int8.onnx.tmp"
-mv "$models/leukedge-default-fp32.onnx.tmp" "$models/leukedge-default-fp32.onnx"
-mv "$models/leukedge-default-int8.onnx.tmp" "$models/leukedge-default-int8.onnx"
+install_model() {  # install_model SOURCE NAME: copied whole, then renamed into place
+  cp "$1" "$models/leukedge-$2.onnx.tmp"
+  mv "$models/leukedge-$2.onnx.tmp" "$models/leukedge-$2.onnx"
+}
+install_model "$cnn/model.onnx" fast-fp32
+install_model "$cnn/model-int8.onnx" fast-int8
+for precision in fp32 int8; do
+  leukedge ensemble "$models/leukedge-fast-$precision.onnx" "$xgb/model.onnx" \
+    --calibration runs/cv/ensemble-cnn-xgb-calibration.json \
+    --out "$models/leukedge-default-$precision.onnx" --overwrite
+done
 python bench/make_testvectors.py
 leukedge models

@@ -66,8 +66,8 @@ def ensemble_command(
     for m in c.model_info["members"]:
         typer.echo(f"  {m['weight']:.3f} x {m['file']} ({m['backbone']}, {m['precision']}, "
                    f"{m['input_size'][0]}x{m['input_size'][1]})")
-    typer.echo("Parity vs the members run one by one: "
-               + (result.parity.describe() if result.parity else "not checked (no images)"))
+    typer.echo("Parity: " + (result.parity.describe() if result.parity
+                             else "not checked (no images)"))
     typer.echo(f"Review: confidence < {c.review_below:g}; metrics: "
                + (c.provenance.get("metrics_source") or "none"))
     raise typer.Exit(EXIT_OK)

@@ -92,7 +92,9 @@ def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[st
         return sections
     calibration = c.get("calibration") or {}
     sections += [
-        ("Preprocessing (inside the model)", _pre_lines(c["preprocessing"])),
+        ("Preprocessing (inside the model)" if not (c.get("model") or {}).get("members") else
+         "Preprocessing of the first member (each has its own: Members)",
+         _pre_lines(c["preprocessing"])),
         ("Outputs", [(o["name"], o.get("meaning", "")) for o in c.get("outputs", [])]),
         ("Review", [("flagged when", _review_line(c)),
                     ("temperature", f"{c.get('temperature', 1.0):.4g} (ECE "
@@ -107,12 +109,23 @@ def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[st
                         if k in ("data_manifest_sha256", "split_manifest_sha256", "seed",
                                  "run_id", "keras_sha256", "parent_sha256", "parent_precision")]),
     ]
+    members = (c.get("model") or {}).get("members") or []
+    if members:  # an ensemble (leukedge ensemble)
+        sections.append(("Members (probabilities averaged)", [
+            (f"{m.get('weight', 0):.3f} x", f"{m.get('file')} ({m.get('backbone')}, "
+                                           f"{m.get('precision')}, {_size(m.get('input_size'))}, "
+                                           f"sha256 {str(m.get('sha256'))[:12]})")
+            for m in members]))
     if c.get("quantization"):
         q = c["quantization"]
         keys = ("method", "weight_type", "per_channel", "reduce_range", "calib_size",
                 "checks_passed", "scope")
         sections.append(("Quantization", [(k, _fmt(q[k])) for k in keys if k in q]))
     return sections
+
+
+def _size(size) -> str:
+    return "x".join(str(v) for v in size) if isinstance(size, list) else "?"
 
 
 def _wrapped(head: str, value: str, columns: int = 80) -> str:
@@ -160,6 +173,8 @@ def info(
                                "contract": document}, indent=2, ensure_ascii=False))
     else:
         for title, rows in report_rows(path, size, digest, document, usable):
+            if not rows:
+                continue
             typer.echo(title)
             width = max((len(k) for k, _ in rows), default=0)
             for key, value in rows:

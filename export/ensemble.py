@@ -138,7 +138,7 @@ def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.
                  for p in paths]
         expected = np.tensordot(np.asarray(weights, float) / sum(weights), parts, axes=1)
         parity = compare_probabilities(expected, got, tolerance=PARITY_TOLERANCE,
-                                       source="the members run one by one")
+                                       source="weighted mean of the members' own runs")
         if not parity.passed:
             raise ParityError(f"the ensemble differs from its members' weighted mean: "
                               f"{parity.describe()}. Nothing was written.")

@@ -126,6 +126,9 @@ def test_cli_writes_reports_and_refuses_bad_weights(members, tmp_path):
     assert result.exit_code == 0, result.output
     assert "0.667 x a.onnx" in result.stdout and "4 images" in result.stdout
     assert "confidence < 0.85" in result.stdout and read_contract(out).review_below == 0.85
+    info = runner.invoke(app, ["info", str(out)])
+    assert info.exit_code == 0 and "Members (probabilities averaged)" in info.stdout
+    assert "0.667 x  a.onnx" in info.stdout and "0.333 x  b.onnx" in info.stdout
     result = runner.invoke(app, [*args, "--weights", "2,x", "--overwrite"])
     assert result.exit_code == 2 and "--weights '2,x'" in result.stderr
     result = runner.invoke(app, args)
