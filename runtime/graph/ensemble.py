@@ -6,7 +6,8 @@ Each member keeps its own graph (preprocessing, network, calibrated softmax) und
 hand-made features) run side by side on the raw pixels. ``probs`` is ``sum_i w_i * probs_i``
 (weights summing to 1); every other output (the input checks, the stain mask) is the first
 member's, under its own name, so the result has exactly the outputs of the first member and
-is read like any one-file model.
+is read like any one-file model. The other members' nodes that feed only their own checks are
+left out.
 """
 
 from __future__ import annotations
@@ -75,11 +76,27 @@ def compose_ensemble(members: Sequence[Any], weights: Sequence[float]) -> Any:
             nodes.append(helper.make_node("Identity", [member_prefix(0) + out.name], [out.name],
                                           name=f"out/{out.name}"))
         outputs.append(out)
+    nodes = _needed(nodes, [o.name for o in outputs])
+    used = {i for n in nodes for i in n.input}
     graph = helper.make_graph(nodes, "leukedge-ensemble", list(first.graph.input), outputs,
-                              inits, value_info=infos)
+                              [t for t in inits if t.name in used],
+                              value_info=[v for v in infos if v.name in used])
     model = helper.make_model(
         graph, producer_name="leukedge",
         opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
     model.ir_version = max(m.ir_version for m in members)
     onnx.checker.check_model(model)
     return model
+
+
+def _needed(nodes: list, outputs: Sequence[str]) -> list:
+    """The nodes the ``outputs`` depend on, in their order: the later members' own input checks
+    and stain masks feed nothing and would only cost time."""
+    producer = {o: n for n in nodes for o in n.output}
+    keep, todo = set(), list(outputs)
+    while todo:
+        node = producer.get(todo.pop())
+        if node is not None and id(node) not in keep:
+            keep.add(id(node))
+            todo.extend(i for i in node.input if i)
+    return [n for n in nodes if id(n) in keep]
