@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds the bundled models from scratch on a CPU, as docs/RESULTS.md describes them:
 #   fast    = EfficientNet-Lite0 (recipe lite0-224-s3), FP32 and INT8;
-#   default = fast + the XGBoost row (recipe xgboost-128), probabilities averaged
+#   default = fast + XGBoost on the hand-made features at 64 px (recipe xgboost-64), averaged
 #             (`leukedge ensemble`), FP32 and INT8 (the CNN member is the INT8 one).
 #
 # 1. grouped 5-fold cross-validation of both recipes over the development images
@@ -23,17 +23,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data/ALL}"
 cnn_cv="runs/cv/lite0-224-s3"
-xgb_cv="runs/cv/xgboost-128"
+xgb_cv="runs/cv/xgboost-64"
 cnn="${RUN:-runs/default-lite0}"
-xgb="${XGB_RUN:-runs/final-xgboost}"
+xgb="${XGB_RUN:-runs/final-xgboost-64}"
 models="runtime/assets/models"
 
-for recipe in lite0-224-s3 xgboost-128; do
+for recipe in lite0-224-s3 xgboost-64; do
   python bench/crossval.py --recipe "$recipe" --data "$data" --out runs/cv  # resumes if cut short
   python bench/crossval_eval.py "runs/cv/$recipe" --data "$data"
 done
-python bench/cv_ensemble.py "$cnn_cv" "$xgb_cv" --json docs/results/cv_ensemble_cnn_xgboost.json \
-  --calibration-out runs/cv/ensemble-cnn-xgb-calibration.json
+python bench/cv_ensemble.py "$cnn_cv" "$xgb_cv" --json docs/results/cv_ensemble_cnn_xgboost64.json \
+  --calibration-out runs/cv/ensemble-cnn-xgb64-calibration.json
 
 if [ ! -f "$cnn/run.json" ]; then
   # The recipe's settings are leukedge train's defaults for efficientnet_lite0 (ImageNet
@@ -42,7 +42,7 @@ if [ ! -f "$cnn/run.json" ]; then
     --exclude runtime/assets/samples --seed 2026 --out "$cnn"
 fi
 if [ ! -f "$xgb/run.json" ]; then  # leukedge train's defaults for xgboost (3 copies per image)
-  leukedge train "$data" --backbone xgboost --split 85/15/0 \
+  leukedge train "$data" --backbone xgboost --input-size 64 --split 85/15/0 \
     --exclude runtime/assets/samples --seed 2026 --out "$xgb"
 fi
 leukedge export "$cnn" --calibration "$cnn_cv/calibration.json" --data "$data" \
@@ -60,7 +60,7 @@ install_model "$cnn/model.onnx" fast-fp32
 install_model "$cnn/model-int8.onnx" fast-int8
 for precision in fp32 int8; do
   leukedge ensemble "$models/leukedge-fast-$precision.onnx" "$xgb/model.onnx" \
-    --calibration runs/cv/ensemble-cnn-xgb-calibration.json \
+    --calibration runs/cv/ensemble-cnn-xgb64-calibration.json \
     --out "$models/leukedge-default-$precision.onnx" --overwrite
 done
 python bench/make_testvectors.py
