@@ -133,3 +133,11 @@ def test_cli_writes_reports_and_refuses_bad_weights(members, tmp_path):
     assert result.exit_code == 2 and "--weights '2,x'" in result.stderr
     result = runner.invoke(app, args)
     assert result.exit_code != 0 and "--overwrite" in result.stderr
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    for member, says in ((tmp_path / "missing.onnx", "model file not found"),
+                         (broken, "cannot load this model")):
+        result = runner.invoke(app, ["ensemble", str(members[0]), str(member), "-o",
+                                     str(tmp_path / "new.onnx")])
+        assert result.exit_code == 2 and f"{member}: " in result.stderr and says in result.stderr
+        assert not (tmp_path / "new.onnx").exists()
