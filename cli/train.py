@@ -1,8 +1,8 @@
 """`leukedge train`: train a classifier on a labelled folder and write a run folder.
 
 TensorFlow is imported only when the command runs; the arguments (backbone, weights, sizes) are
-checked before that, so mistakes are reported in a second. The defaults are the recipe of the
-bundled default model (docs/models.md); the reference study's values are named in the help.
+checked before that, so mistakes are reported in a second. The defaults are the recipes of the
+bundled models' members (docs/models.md); the reference study's values are named in the help.
 """
 
 from __future__ import annotations
