@@ -78,9 +78,12 @@ def summary(result) -> str:
     t = r.training
     runs = (f"{t['epochs_run']} epochs" if t["method"] != "classical"
             else f"chosen on the val split: {t.get('chosen')}")
+    fitted = r.calibration.fitted_on
+    temperature = (f"temperature {r.calibration.temperature:.3f}" if fitted == "val split"
+                   else f"temperature {r.calibration.temperature:g} ({fitted})")
     lines.append(f"Training: {t['method']}, {runs}, {t['seconds']:.0f} s, "
-                 f"{t['train_images_per_second']:.0f} training images/s; temperature "
-                 f"{r.calibration.temperature:.3f}, review below {r.review_below:g}")
+                 f"{t['train_images_per_second']:.0f} training images/s; {temperature}, "
+                 f"review below {r.review_below:g}")
     lines.append(f"Next: leukedge export {result.out_dir}")
     return "\n".join(lines)
 

@@ -237,3 +237,22 @@ def test_settings_roundtrip_and_checks():
     assert settings.resolved_method("efficientnet_lite", "imagenet") == "two_phase"
     assert settings.resolved_method("efficientnet_lite", None) == "end_to_end"
     assert settings.resolved_method("small_cnn", None) == "end_to_end"
+
+
+def test_a_validation_split_without_errors_fits_no_temperature():
+    """With (almost) no validation errors a fitted temperature only sharpens (the search hit
+    its 0.05 bound on real SVM and XGBoost runs): it stays 1 and the record says why."""
+    from leukedge.train.report import MIN_ERRORS_TO_FIT_TEMPERATURE, calibrate
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 200)
+    logits = rng.normal(0, 1, (200, 4))
+    logits[np.arange(200), labels] += 8.0  # every prediction right
+    calibration, review_below, review = calibrate(logits, labels)
+    assert calibration.temperature == 1.0 and "not fitted: 0 validation errors" in calibration.fitted_on
+    assert "too few to fit" in review["note"] and 0.0 <= review_below <= 1.0
+    wrong = labels.copy()
+    wrong[:MIN_ERRORS_TO_FIT_TEMPERATURE * 4] = (wrong[:MIN_ERRORS_TO_FIT_TEMPERATURE * 4] + 1) % 4
+    calibration, _, review = calibrate(logits, wrong)
+    assert calibration.fitted_on == "val split" and calibration.temperature != 1.0
+    assert "note" not in review

@@ -25,6 +25,9 @@ from .model import count_parameters
 from .run_folder import plot_history, predictions_table, save_keras_model, write_json
 
 MAX_REVIEW_RATE = 0.03  # flag at most 3% of images for review
+# A temperature fitted on a validation split with (almost) no errors only sharpens: the NLL
+# falls as T -> 0, and the search stops at its bound (0.05 was seen on SVM and XGBoost runs).
+MIN_ERRORS_TO_FIT_TEMPERATURE = 5
 
 
 def score(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str],
@@ -40,16 +43,30 @@ def score(logits: np.ndarray, labels: np.ndarray, classes: Sequence[str],
 
 def calibrate(val_logits: np.ndarray, val_labels: np.ndarray) -> tuple[Calibration, float, dict]:
     """Temperature fitted on the validation logits, its ECE before/after, and the review
-    threshold that flags at most 3% of validation images (with what it caught there)."""
+    threshold that flags at most 3% of validation images (with what it caught there).
+
+    With fewer than ``MIN_ERRORS_TO_FIT_TEMPERATURE`` validation errors the temperature stays 1
+    (a fit would only sharpen the probabilities) and the review says so: calibrate such a model
+    on a cross-validation (``leukedge export --calibration``)."""
     if len(val_logits) < 10:
         return Calibration(), 0.8, {"note": "too few validation images; defaults kept"}
-    t = fit_temperature(val_logits, val_labels)
+    val_labels = np.asarray(val_labels)
     before = expected_calibration_error(softmax(val_logits), val_labels)
+    errors = int(np.sum(np.argmax(val_logits, axis=1) != val_labels))
+    note = None
+    if errors < MIN_ERRORS_TO_FIT_TEMPERATURE:
+        t, fitted_on = 1.0, (f"not fitted: {errors} validation errors, too few (< "
+                             f"{MIN_ERRORS_TO_FIT_TEMPERATURE}); use export --calibration")
+        note = (f"temperature kept at 1: the validation split holds {errors} errors, too few "
+                "to fit one; the review threshold below rests on as few")
+    else:
+        t, fitted_on = fit_temperature(val_logits, val_labels), "val split"
     probs = softmax(val_logits, t)
     after = expected_calibration_error(probs, val_labels)
     choice = choose_review_threshold(probs.max(1), probs.argmax(1) == val_labels, MAX_REVIEW_RATE)
-    return (Calibration(temperature=t, ece_before=before, ece_after=after, fitted_on="val split"),
-            choice.threshold, choice.to_dict())
+    review = choice.to_dict() if note is None else {**choice.to_dict(), "note": note}
+    return (Calibration(temperature=t, ece_before=before, ece_after=after, fitted_on=fitted_on),
+            choice.threshold, review)
 
 
 def versions() -> dict:
