@@ -38,7 +38,7 @@ from leukedge.train.fit import fit_partition, prepare_images  # noqa: E402
 from leukedge.train.model import HybridConfig  # noqa: E402
 from leukedge.train.predict import predict_logits  # noqa: E402
 from leukedge.train.run_folder import save_keras_model  # noqa: E402
-from leukedge.train.settings import CLASSICAL_BANK_COPIES, TrainSettings  # noqa: E402
+from leukedge.train.settings import TrainSettings  # noqa: E402
 from leukedge.train.two_phase import Partition  # noqa: E402
 
 log = logging.getLogger("crossval")
@@ -80,12 +80,12 @@ RECIPES = {
                            augment=SMEAR_AUGMENT), None),
     # the reference study's classical rows, on the hand-made features at 128 px
     "svm-128": (dict(backbone="svm", seg_features="none", input_size=(128, 128)),
-                dict(bank_copies=CLASSICAL_BANK_COPIES, augment=SMEAR_AUGMENT), None),
+                dict(bank_copies=3, augment=SMEAR_AUGMENT), None),
     "xgboost-128": (dict(backbone="xgboost", seg_features="none", input_size=(128, 128)),
-                    dict(bank_copies=CLASSICAL_BANK_COPIES, augment=SMEAR_AUGMENT), None),
+                    dict(bank_copies=3, augment=SMEAR_AUGMENT), None),
     # a cheaper partner for the CNN: the same features on a 64 px copy (a quarter of the pixels)
     "xgboost-64": (dict(backbone="xgboost", seg_features="none", input_size=(64, 64)),
-                   dict(bank_copies=CLASSICAL_BANK_COPIES, augment=SMEAR_AUGMENT), None),
+                   dict(bank_copies=3, augment=SMEAR_AUGMENT), None),
 }
 
 

@@ -165,7 +165,7 @@ def train_command(
     from leukedge.train.augment import AugmentSpec
     from leukedge.train.backbones import get_backbone, resolve_weights
     from leukedge.train.model import HybridConfig
-    from leukedge.train.settings import CLASSICAL_BANK_COPIES, TrainSettings
+    from leukedge.train.settings import TrainSettings
 
     name = backbone.value
     with reported(ValueError):
@@ -185,8 +185,7 @@ def train_command(
             variant=variant.value, patience=patience, schedule=schedule.value,
             method=method.value, head_epochs=head_epochs, fractions=parse_split(split),
             head_learning_rate=head_learning_rate, fine_tune_from=fine_tune_from,
-            bank_copies=bank_copies if bank_copies is not None else (
-                CLASSICAL_BANK_COPIES if row.kind == "classical" else TrainSettings.bank_copies),
+            bank_copies=bank_copies,
             augment=AugmentSpec(rotation_deg=rotation, shift=shift, zoom=zoom,
                                 right_angles=right_angles, color_jitter=color_jitter,
                                 enabled=augment))

@@ -239,6 +239,18 @@ def test_settings_roundtrip_and_checks():
     assert settings.resolved_method("small_cnn", None) == "end_to_end"
 
 
+def test_bank_copies_default_to_the_backbone_rows():
+    """10 copies per image for the two-phase CNNs, 3 for SVM and XGBoost (as cross-validated),
+    unless --bank-copies says; the resolved number is what a run records."""
+    from leukedge.train import TrainSettings
+    from leukedge.train.backbones import get_backbone
+
+    assert TrainSettings().for_backbone(get_backbone("efficientnet_lite0")).bank_copies == 10
+    for name in ("svm", "xgboost"):
+        assert TrainSettings().for_backbone(get_backbone(name)).bank_copies == 3
+        assert TrainSettings(bank_copies=5).for_backbone(get_backbone(name)).bank_copies == 5
+
+
 def test_a_validation_split_without_errors_fits_no_temperature():
     """With (almost) no validation errors a fitted temperature only sharpens (the search hit
     its 0.05 bound on real SVM and XGBoost runs): it stays 1 and the record says why."""

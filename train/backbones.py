@@ -66,6 +66,8 @@ class BackboneSpec:
     # two-phase training: first trainable stage. EfficientNet-Lite: stage 3 (block 5 of 16),
     # chosen by 5-fold cross-validation over stage 4 (docs/RESULTS.md)
     fine_tune_stage: Optional[int] = None
+    # augmented copies per image in the feature bank (two-phase training, SVM, XGBoost)
+    bank_copies: int = 10
     notes: str = field(default="", compare=False)
 
 
@@ -97,10 +99,10 @@ BACKBONES: tuple[BackboneSpec, ...] = (
                  head_units=(256, 128), dropout=0.5,
                  notes="trained from scratch: 5 Conv-BN-ReLU-MaxPool blocks 16-32-64-128-256"),
     BackboneSpec("svm", "svm", kind="classical", pretrained=False, light=True,
-                 default_input_size=(128, 128), head_units=(), dropout=0.0,
+                 default_input_size=(128, 128), head_units=(), dropout=0.0, bank_copies=3,
                  notes="the reference study's SVM row: RBF SVM on hand-made features"),
     BackboneSpec("xgboost", "xgboost", kind="classical", pretrained=False, light=True,
-                 default_input_size=(128, 128), head_units=(), dropout=0.0,
+                 default_input_size=(128, 128), head_units=(), dropout=0.0, bank_copies=3,
                  notes="the reference study's XGBoost row: boosted trees on hand-made features"),
 )
 

@@ -132,6 +132,7 @@ def fit_partition(config: HybridConfig, settings: TrainSettings, weights: Option
                   prepared: Prepared, partition: Partition, runner: PreprocessRunner,
                   callbacks: Sequence = (), verbose: int | str = 2) -> FitOutcome:
     """Train one model on one partition (what a run and every cross-validation fold do)."""
+    settings = settings.for_backbone(config.row)
     method = settings.resolved_method(config.row.kind, weights)
     if method == "classical":
         from .classical import fit_classical
@@ -219,6 +220,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Hybri
     """
     config.validate()
     settings.validate()
+    settings = settings.for_backbone(config.row)  # the run record keeps what was used
     weights = resolve_weights(config.row, weights)
     settings.resolved_method(config.row.kind, weights)
     dataset = discover_dataset(data_dir, settings.variant)

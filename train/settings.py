@@ -26,10 +26,6 @@ SCHEDULES = ("plateau", "cosine")
 METHODS = ("auto", "end_to_end", "two_phase")
 
 
-# SVM and XGBoost fit on the training images and 2 augmented copies each: the setting they were
-# cross-validated with (bench/crossval.py)
-CLASSICAL_BANK_COPIES = 3
-
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -53,7 +49,9 @@ class TrainSettings:
     head_epochs: int = 30
     head_learning_rate: float = 1e-3
     fine_tune_from: Optional[int] = None  # first trainable block; None: the backbone row's
-    bank_copies: int = 10  # the feature bank's copies per image (classical rows: 3, see below)
+    # the feature bank's copies per image; None: the backbone row's (10; SVM, XGBoost: 3, the
+    # setting they were cross-validated with)
+    bank_copies: Optional[int] = None
     bank_seed: int = 0  # augmentation of the bank's copies; the same for every fold of a CV
     near_duplicates: bool = True  # group near-duplicate images in the split, not only exact ones
 
@@ -70,8 +68,13 @@ class TrainSettings:
         for name in ("learning_rate", "head_learning_rate"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        if self.bank_copies < 2:
+        if self.bank_copies is not None and self.bank_copies < 2:
             raise ValueError(f"--bank-copies must be >= 2, got {self.bank_copies}")
+
+    def for_backbone(self, row) -> "TrainSettings":
+        """These settings with the backbone row's defaults filled in (``bank_copies``)."""
+        return self if self.bank_copies is not None else self.with_updates(
+            bank_copies=row.bank_copies)
 
     def resolved_method(self, kind: str, weights: Optional[str]) -> str:
         """``end_to_end``, ``two_phase`` or ``classical`` for a backbone kind and weights."""
