@@ -38,6 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from leukedge.export.onnx_export import (export_classical, export_keras,  # noqa: E402
                                          model_probabilities)
+from leukedge.export.cv_calibration import CvCalibration, precision_metrics  # noqa: E402
 from leukedge.export.quantize import QuantizeOptions, quantize_model  # noqa: E402
 from leukedge.runtime.classifier import Classifier  # noqa: E402
 from leukedge.runtime.confidence import (choose_review_threshold, expected_calibration_error,  # noqa: E402
@@ -58,6 +59,9 @@ JITTER = AugmentSpec(rotation_deg=0, shift=0, shear_deg=0, zoom=0, horizontal_fl
                      color_jitter=True)
 JITTER_SEED = 2026
 MAX_REVIEW_RATE = 0.03
+# the INT8 row: full-range static int8 per channel (its 7-bit twin is the int8_rr row)
+INT8_SETTING = {"method": "static", "per_channel": True, "reduce_range": False,
+                "weight_type": "int8"}
 KEYS = ("accuracy", "cost_per_sample", "cost_sensitive_accuracy", "macro_f1", "weighted_f1")
 
 
@@ -136,11 +140,12 @@ def evaluate_fold(folder: Path, data: Path) -> dict:
         calib = select_evenly([root / p for p in train_paths], 200)
         started = time.perf_counter()
         quant = quantize_model(folder / "model.onnx", folder / "model-int8.onnx",
-                               QuantizeOptions("static", tuple(calib), reduce_range=False),
+                               QuantizeOptions(calib_paths=tuple(calib), **INT8_SETTING),
                                force=True)
         quant_s = time.perf_counter() - started
         quantize_model(folder / "model.onnx", folder / "model-int8-rr.onnx",
-                       QuantizeOptions("static", tuple(calib), reduce_range=True), force=True)
+                       QuantizeOptions(calib_paths=tuple(calib),
+                                       **{**INT8_SETTING, "reduce_range": True}), force=True)
     jittered = [random_color(im, JITTER, np.random.default_rng([JITTER_SEED, i]))
                 for i, im in enumerate(pixels)]
     rows, probs = {}, {}
@@ -232,24 +237,17 @@ def summarise(folds: list[dict]) -> dict:
 
 def calibration_file(s: dict) -> dict:
     """``calibration.json`` (leukedge.export.cv_calibration) from a summary."""
-    def flat(name: str) -> dict:
-        row = s["rows"][name]
-        out = {k: row[k]["mean"] for k in KEYS}
-        out.update({f"{k}_sd": row[k]["sd"] for k in KEYS})
-        return {**out, "n": s["n"], "folds": s["folds"],
-                "confusion_matrix": s["confusion_matrix"][name]}
-
     pooled = s["pooled_oof"]
-    return {"format": "leukedge.calibration", "version": 1,
-            "source": f"{s['folds']}-fold grouped cross-validation of recipe {s['recipe']}, "
-                      f"{s['n']} out-of-fold images",
-            "temperature": pooled["temperature"], "ece_before": pooled["ece_before"],
-            "ece_after": pooled["ece_after"],
-            "review_below": pooled["review_threshold"]["threshold"],
-            "review": pooled["review_threshold"],
-            "metrics": {name: flat(name) for name in ("fp32", "int8") if name in s["rows"]},
-            "int8": {"method": "static", "per_channel": True, "reduce_range": False,
-                     "weight_type": "int8"} if "int8" in s["rows"] else {}}
+    return CvCalibration(
+        source=f"{s['folds']}-fold grouped cross-validation of recipe {s['recipe']}, "
+               f"{s['n']} out-of-fold images",
+        temperature=pooled["temperature"], ece_before=pooled["ece_before"],
+        ece_after=pooled["ece_after"], review_below=pooled["review_threshold"]["threshold"],
+        review=pooled["review_threshold"],
+        metrics={name: precision_metrics(s["rows"][name], s["n"], s["folds"],
+                                         s["confusion_matrix"][name])
+                 for name in ("fp32", "int8") if name in s["rows"]},
+        int8=INT8_SETTING if "int8" in s["rows"] else {}).to_dict()
 
 
 def markdown(s: dict) -> str:

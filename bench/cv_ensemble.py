@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from leukedge.export.cv_calibration import CvCalibration, precision_metrics, read_cv_calibration
 from leukedge.runtime.confidence import (choose_review_threshold, expected_calibration_error,
                                          softmax)
 from leukedge.runtime.files import atomic_write_text
@@ -41,9 +42,10 @@ def rescaled(probs: np.ndarray, exported_at: float, wanted: float) -> np.ndarray
     return softmax(logp * exported_at, wanted)
 
 
-def member_folds(cv_dir: Path) -> tuple[float, dict[int, dict]]:
-    """(the member's calibration temperature, fold -> labels, paths and calibrated probs)."""
-    temperature = float(json.loads((cv_dir / "calibration.json").read_text())["temperature"])
+def member_folds(cv_dir: Path) -> tuple[CvCalibration, dict[int, dict]]:
+    """(the member's calibration.json, fold -> labels, paths and calibrated probs)."""
+    calibration = read_cv_calibration(cv_dir / "calibration.json")
+    temperature = calibration.temperature
     out = {}
     for path in sorted(cv_dir.glob("fold*/eval.json")):
         e = json.loads(path.read_text())
@@ -55,7 +57,7 @@ def member_folds(cv_dir: Path) -> tuple[float, dict[int, dict]]:
         probs["int8_jitter"] = (rescaled(e["probs"]["int8_jitter"], t_fold, temperature)
                                 if "int8_jitter" in e["probs"] else probs["jitter"])
         out[e["fold"]] = {"paths": e["paths"], "labels": np.array(e["labels"]), **probs}
-    return temperature, out
+    return calibration, out
 
 
 def scores(labels: np.ndarray, probs: np.ndarray, classes) -> dict:
@@ -72,26 +74,20 @@ def mean_sd(rows: list[dict]) -> dict:
     return out
 
 
-def calibration_file(result: dict) -> dict:
-    """``calibration.json`` (leukedge.export.cv_calibration's format) for the ensemble file."""
-    def flat(name: str) -> dict:
-        row = result["rows"][name]
-        out = {k: row[k]["mean"] for k in KEYS}
-        out.update({f"{k}_sd": row[k]["sd"] for k in KEYS})
-        return {**out, "n": result["n"], "folds": len(result["folds"]),
-                "confusion_matrix": result["confusion_matrix"][name]}
-
+def calibration_file(result: dict, int8_setting: dict) -> dict:
+    """``calibration.json`` (leukedge.export.cv_calibration's format) for the ensemble file:
+    no further temperature (the members carry theirs); ``int8_setting``: the quantized
+    member's."""
     members = " + ".join(Path(m).name for m in result["members"])
-    return {"format": "leukedge.calibration", "version": 1,
-            "source": f"{len(result['folds'])}-fold grouped cross-validation of the ensemble "
-                      f"{members} (weights {result['weights']}), {result['n']} out-of-fold "
-                      "images",
-            "temperature": 1.0, "ece_before": result["ece"], "ece_after": result["ece"],
-            "review_below": result["review_threshold"]["threshold"],
-            "review": result["review_threshold"],
-            "metrics": {"fp32": flat("fp32"), "int8": flat("int8")},
-            "int8": {"method": "static", "per_channel": True, "reduce_range": False,
-                     "weight_type": "int8"}}
+    return CvCalibration(
+        source=f"{len(result['folds'])}-fold grouped cross-validation of the ensemble {members} "
+               f"(weights {result['weights']}), {result['n']} out-of-fold images",
+        temperature=1.0, ece_before=result["ece"], ece_after=result["ece"],
+        review_below=result["review_threshold"]["threshold"], review=result["review_threshold"],
+        metrics={name: precision_metrics(result["rows"][name], result["n"], len(result["folds"]),
+                                         result["confusion_matrix"][name])
+                 for name in ("fp32", "int8")},
+        int8=int8_setting).to_dict()
 
 
 def main(argv=None) -> int:
@@ -133,7 +129,7 @@ def main(argv=None) -> int:
     diff = [100 * (i["accuracy"] - f["accuracy"]) for f, i in zip(per_fold["fp32"],
                                                                     per_fold["int8"])]
     result = {"members": [str(d) for d in args.cv_dirs],
-              "member_temperatures": [t for t, _ in loaded],
+              "member_temperatures": [c.temperature for c, _ in loaded],
               "weights": [round(float(w), 6) for w in weights], "folds": folds, "n": int(len(y)),
               "rows": {name: mean_sd(rows) for name, rows in per_fold.items()},
               "confusion_matrix": {k: v.tolist() for k, v in confusion.items()},
@@ -146,8 +142,9 @@ def main(argv=None) -> int:
     if args.json:
         atomic_write_text(args.json, text + "\n")
     if args.calibration_out:
+        int8 = next((c.int8 for c, _ in loaded if c.int8), {})
         atomic_write_text(args.calibration_out,
-                          json.dumps(calibration_file(result), indent=1) + "\n")
+                          json.dumps(calibration_file(result, int8), indent=1) + "\n")
     return 0
 
 

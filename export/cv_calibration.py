@@ -12,6 +12,7 @@ File format (JSON)::
     {"format": "leukedge.calibration", "version": 1,
      "source": "5-fold grouped cross-validation of recipe ..., 2604 out-of-fold images",
      "temperature": 1.4, "ece_before": 0.008, "ece_after": 0.004, "review_below": 0.88,
+     "review": {"flagged_rate": 0.03, "errors": 10, "errors_caught": 9, ...},
      "metrics": {"fp32": {"accuracy": ..., "accuracy_sd": ..., ...}, "int8": {...}},
      "int8": {"method": "static", "per_channel": true, "reduce_range": false}}
 """
@@ -41,12 +42,21 @@ class CvCalibration:
     ece_after: Optional[float] = None
     metrics: dict = field(default_factory=dict)  # precision -> metrics dict
     int8: dict = field(default_factory=dict)  # the quantization setting the int8 row used
+    review: dict = field(default_factory=dict)  # what the threshold flagged and caught there
 
     def to_dict(self) -> dict:
         return {"format": FORMAT, "version": VERSION, "source": self.source,
                 "temperature": self.temperature, "ece_before": self.ece_before,
                 "ece_after": self.ece_after, "review_below": self.review_below,
-                "metrics": self.metrics, "int8": self.int8}
+                "review": self.review, "metrics": self.metrics, "int8": self.int8}
+
+
+def precision_metrics(rows: dict, n: int, folds: int, confusion_matrix: list) -> dict:
+    """One precision's entry of ``metrics``: each metric's mean and ``<metric>_sd`` over the
+    folds, from ``{metric: {"mean": ..., "sd": ...}}``, with the pooled confusion matrix."""
+    out = {k: v["mean"] for k, v in rows.items()}
+    out.update({f"{k}_sd": v["sd"] for k, v in rows.items()})
+    return {**out, "n": n, "folds": folds, "confusion_matrix": confusion_matrix}
 
 
 def read_cv_calibration(path: str | os.PathLike) -> CvCalibration:
@@ -73,7 +83,7 @@ def read_cv_calibration(path: str | os.PathLike) -> CvCalibration:
         raise ValueError(f"--calibration {p}: metrics must map a precision to a metrics object")
     return CvCalibration(source=source, temperature=t, review_below=review,
                          ece_before=d.get("ece_before"), ece_after=d.get("ece_after"),
-                         metrics=metrics, int8=d.get("int8") or {})
+                         metrics=metrics, int8=d.get("int8") or {}, review=d.get("review") or {})
 
 
 def apply_cv_calibration(record, cv: CvCalibration):
