@@ -24,6 +24,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from leukedge.runtime.dataset import discover_dataset  # noqa: E402
+from leukedge.runtime.files import atomic_write_text  # noqa: E402
 from leukedge.runtime.graph.runner import PreprocessRunner  # noqa: E402
 from leukedge.runtime.splits import make_folds  # noqa: E402
 from leukedge.train.data import run_graph  # noqa: E402
@@ -81,7 +82,7 @@ def main(argv=None) -> int:
                                 "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(result, indent=1))
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        atomic_write_text(args.json, json.dumps(result, indent=1) + "\n")
     return 0
 
 
