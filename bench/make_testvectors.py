@@ -24,10 +24,9 @@ from leukedge.runtime.cpu import has_int8_vnni
 from leukedge.runtime.decode import load_image
 from leukedge.runtime.evaluation.machine import describe_machine
 from leukedge.runtime.files import atomic_write_bytes, atomic_write_text
-from leukedge.runtime.models import MODELS_DIR, bundled_models
+from leukedge.runtime.models import MODELS_DIR, SAMPLES_DIR as SAMPLES, bundled_models
 
 OUT = MODELS_DIR.parent / "testvectors"
-SAMPLES = MODELS_DIR.parent / "samples"
 
 
 def images() -> dict[str, np.ndarray]:

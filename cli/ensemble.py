@@ -40,6 +40,7 @@ def ensemble_command(
     from leukedge.export.ensemble import make_ensemble
     from leukedge.runtime.decode import load_image
     from leukedge.runtime.files import list_images
+    from leukedge.runtime.models import SAMPLES_DIR
 
     with reported(ValueError, OSError):
         parsed = None
@@ -54,7 +55,7 @@ def ensemble_command(
             from leukedge.export.cv_calibration import read_cv_calibration
 
             cv = read_cv_calibration(calibration)
-        folder = images or Path(__file__).resolve().parents[1] / "runtime/assets/samples"
+        folder = images or SAMPLES_DIR
         files = list_images([folder], recursive=True)[:PARITY_IMAGES] if folder.exists() else []
         if images is not None and not files:
             raise ValueError(f"--images {images}: no images there")

@@ -18,6 +18,7 @@ from .cpu import has_int8_vnni
 from .errors import LeukedgeError
 
 MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"
+SAMPLES_DIR = MODELS_DIR.parent / "samples"  # the bundled sample smears, <class>/<file>.jpg
 PREFIX = "leukedge-"
 DEFAULT_MODEL = "default"
 

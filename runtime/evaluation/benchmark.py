@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -19,11 +18,11 @@ import numpy as np
 from ..classifier import Classifier
 from ..decode import load_image
 from ..files import find_images
+from ..models import SAMPLES_DIR
 from .machine import describe_machine, machine_line
 from .timing import batch_of, percentiles_ms, time_calls
 
 DEFAULT_BATCH_SIZES = (1, 8, 32)
-SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"
 MAX_IMAGES = 32
 
 
