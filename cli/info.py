@@ -91,8 +91,9 @@ def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[st
     if version == 1:
         return sections
     calibration = c.get("calibration") or {}
+    members = (c.get("model") or {}).get("members") or []  # an ensemble (leukedge ensemble)
     sections += [
-        ("Preprocessing (inside the model)" if not (c.get("model") or {}).get("members") else
+        ("Preprocessing (inside the model)" if not members else
          "Preprocessing of the first member (each has its own: Members)",
          _pre_lines(c["preprocessing"])),
         ("Outputs", [(o["name"], o.get("meaning", "")) for o in c.get("outputs", [])]),
@@ -109,8 +110,7 @@ def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[st
                         if k in ("data_manifest_sha256", "split_manifest_sha256", "seed",
                                  "run_id", "keras_sha256", "parent_sha256", "parent_precision")]),
     ]
-    members = (c.get("model") or {}).get("members") or []
-    if members:  # an ensemble (leukedge ensemble)
+    if members:
         sections.append(("Members (probabilities averaged)", [
             (f"{m.get('weight', 0):.3f} x", f"{m.get('file')} ({m.get('backbone')}, "
                                            f"{m.get('precision')}, {_size(m.get('input_size'))}, "

@@ -56,12 +56,12 @@ def ensemble_contract(paths: Sequence[Path], contracts: Sequence[ModelContract],
                       weights: Sequence[float], calibration: Optional[CvCalibration]
                       ) -> ModelContract:
     """The ensemble's contract: the first member's preprocessing description, outputs and input
-    checks; the members, their weights and hashes; the cross-validated metrics if given."""
+    checks; the members, their weights (summing to 1) and hashes; the cross-validated metrics
+    if given."""
     first = contracts[0]
     precision = next(p for p in _PRECISION_ORDER if any(c.precision == p for c in contracts))
-    total = float(sum(weights))
     members = [{"file": Path(p).name, "sha256": sha256_file(p), "backbone": c.backbone,
-                "precision": c.precision, "weight": round(float(w) / total, 6),
+                "precision": c.precision, "weight": round(float(w), 6),
                 "input_size": list(c.preprocessing.input_size), "temperature": c.temperature}
                for p, c, w in zip(paths, contracts, weights)]
     excluded = sorted({h for c in contracts for h in c.provenance.get("excluded_sha256", [])})
@@ -118,6 +118,7 @@ def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.
     if len(weights) != len(paths) or any(not w > 0 for w in weights):
         raise ValueError(f"--weights: one positive number per member ({len(paths)}), got "
                          f"{weights}")
+    weights = [float(w) / sum(weights) for w in weights]
     if any(out.resolve() == p.resolve() for p in paths if p.exists()):
         raise ValueError(f"{out}: is one of the members; write the ensemble to a new file")
     if out.exists() and not overwrite:
@@ -136,7 +137,7 @@ def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.
         got = model_probabilities(session, parity_images)
         parts = [model_probabilities(create_session(p, provider="cpu")[0], parity_images)
                  for p in paths]
-        expected = np.tensordot(np.asarray(weights, float) / sum(weights), parts, axes=1)
+        expected = np.tensordot(weights, parts, axes=1)
         parity = compare_probabilities(expected, got, tolerance=PARITY_TOLERANCE,
                                        source="weighted mean of the members' own runs")
         if not parity.passed:

@@ -8,7 +8,7 @@ Kept apart from :mod:`.quantize` (options, contract, gate) so each backend stays
 from __future__ import annotations
 
 import logging
-
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -87,8 +87,6 @@ def _fp16(parent_proto: Any, options) -> Any:
     """The network alone converted (float32 at its boundary), put back between the float32
     preprocessing and postprocessing."""
     from onnxconverter_common import float16
-
-    import warnings
 
     network = extract_network(parent_proto)
     with warnings.catch_warnings(record=True) as caught:  # one warning per tiny weight: noise

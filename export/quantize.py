@@ -49,6 +49,7 @@ from leukedge.runtime.metrics import evaluate
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .calibration_images import ImageCalibrationReader, calibration_set_sha256
+from .ensemble import ENSEMBLE_BACKBONE
 from .errors import AccuracyGateError, QuantizationError
 from .lineage import child_contract
 from .gate import DEFAULT_MAX_COST_RISE, DEFAULT_MAX_DROP_PP, GateResult, check_limits
@@ -167,7 +168,7 @@ def quantize_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
     if parent.precision != "fp32":
         raise QuantizationError(f"{model_path} is already {parent.precision}; quantize the FP32 "
                                 f"parent (provenance.parent_sha256 names it)")
-    if parent.backbone == "ensemble":  # leukedge.export.ensemble.ENSEMBLE_BACKBONE
+    if parent.backbone == ENSEMBLE_BACKBONE:
         raise QuantizationError(
             f"{model_path} is an ensemble: quantize the members (those that are networks), "
             "then join them again with `leukedge ensemble`.")
