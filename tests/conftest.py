@@ -11,12 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from dataset_builders import ALL_DATA, CLASSES, real_images
+from dataset_builders import CLASSES
+from leukedge.runtime.models import SAMPLES_DIR
 from onnx_builders import make_tiny_onnx as _make_tiny_onnx
-
-DATA_ROOT = ALL_DATA / "Original"  # ../shared/data/ALL beside the checkout, or $LEUKEDGE_ALL_DATA
-NO_DATA = (f"the ALL images are not at {DATA_ROOT} (put ../shared/data/ALL beside the checkout "
-           "or set LEUKEDGE_ALL_DATA)")
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +30,8 @@ def make_tiny_onnx():
 
 @pytest.fixture(scope="session")
 def sample_images() -> list[Path]:
-    """Two real smear JPEGs per class (8 paths); skips when the dataset is not on this machine."""
-    paths = real_images(per_class=2)
-    if len(paths) < 2 * len(CLASSES):
-        pytest.skip(NO_DATA)
+    """Two real smear JPEGs per class (8 paths, class order): the samples bundled with the
+    runtime, so these tests run in every clone, with or without the dataset beside it."""
+    paths = [p for label in CLASSES for p in sorted((SAMPLES_DIR / label).glob("*.jpg"))]
+    assert len(paths) == 2 * len(CLASSES), f"expected 8 bundled samples in {SAMPLES_DIR}"
     return paths
