@@ -1,4 +1,4 @@
-"""Evaluate the folds of a cross-validation (bench/crossval.py) as the product would run them.
+"""Evaluate the folds of a cross-validation (leukedge crossval) as the product would run them.
 
 Per fold (``fold<k>/eval.json``, skipped when present, so a run resumes):
 

@@ -3,7 +3,7 @@
 The same backbone, once with the ported ImageNet weights and once randomly initialised, is run
 frozen over every development image (224 px, the model's preprocessing graph); a logistic
 regression (standardised features, balanced class weights) is fitted on the pooled features in
-the grouped 5-fold cross-validation of bench/crossval.py (same folds: duplicate groups never
+the grouped 5-fold cross-validation of `leukedge crossval` (same folds: duplicate groups never
 straddle two). A port that mapped a layer wrongly would give features barely better than random
 ones; the gap is the evidence that the weights arrived intact and carry over to smears.
 
@@ -30,6 +30,7 @@ from leukedge.runtime.splits import make_folds  # noqa: E402
 from leukedge.train.data import run_graph  # noqa: E402
 from leukedge.train.fit import prepare_images  # noqa: E402
 from leukedge.train.model import HybridConfig, build_parts  # noqa: E402
+from leukedge.train.recipes import CV_SEED  # noqa: E402
 
 
 def pooled_features(weights, images, config: HybridConfig, batch: int = 32) -> np.ndarray:
@@ -62,7 +63,8 @@ def probe(features: np.ndarray, labels: np.ndarray, fold_of: np.ndarray) -> list
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/ALL"))
-    parser.add_argument("--seed", type=int, default=2026, help="fold assignment (crossval.py's)")
+    parser.add_argument("--seed", type=int, default=CV_SEED,
+                        help="fold assignment (leukedge crossval's)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     prepared = prepare_images(discover_dataset(args.data))

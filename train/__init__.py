@@ -4,9 +4,10 @@ Importing this package imports neither TensorFlow nor numpy-heavy modules: names
 first use, and the functions that need TensorFlow import it.
 
 Example:
-    >>> from leukedge.train import HybridConfig, TrainSettings, train, load_model
-    >>> config = HybridConfig.resolve("efficientnet_lite0", seg_features="none")
-    >>> result = train("/data/ALL", "runs/lite0", config, TrainSettings(), weights="imagenet")
+    >>> from leukedge.train import get_recipe, train, load_model
+    >>> result = train("/data/ALL", "runs/lite0")          # the bundled CNN's recipe
+    >>> result = train("/data/ALL", "runs/quick", settings=get_recipe("lite0-224-s3")
+    ...                .settings(epochs=3))
     >>> model = load_model(result.out_dir / "model.keras")
 """
 
@@ -24,6 +25,8 @@ _LAZY = {
     "build_parts": ".model", "count_parameters": ".model", "flatten_parameter_count": ".model",
     "seg_map_shape": ".model",
     "TrainSettings": ".settings",
+    "DEFAULT_RECIPE": ".recipes", "RECIPES": ".recipes", "Recipe": ".recipes",
+    "get_recipe": ".recipes", "recipe_names": ".recipes",
 }
 
 

@@ -1,9 +1,12 @@
 """Training augmentation on uint8 RGB images (OpenCV), deterministic given a numpy Generator.
 
-The reference study's Keras ``ImageDataGenerator`` settings: rotation 40 degrees, width/height shift 0.4 of
-the size, shear 0.4, zoom 0.4 (x and y drawn independently from [0.6, 1.4]), horizontal flip.
-Keras 2 reads ``shear_range`` in degrees, so the study's shear was 0.4 degrees, almost nothing;
-we keep that meaning. Borders are reflected (``cv2.BORDER_REFLECT_101``) rather than Keras'
+:class:`AugmentSpec`'s defaults are the recipes' smear augmentation: exact quarter turns and
+flips (a smear has no up), a small affine jitter (rotation 10 degrees, shift 0.1, zoom 0.05),
+stain and lamp colour jitter. :data:`REFERENCE_AUGMENT` is the reference study's Keras
+``ImageDataGenerator``: rotation 40 degrees, width/height shift 0.4 of the size, shear 0.4, zoom
+0.4 (x and y drawn independently from [0.6, 1.4]), horizontal flip. Keras 2 reads
+``shear_range`` in degrees, so the study's shear was 0.4 degrees, almost nothing; we keep that
+meaning. Borders are reflected (``cv2.BORDER_REFLECT_101``) rather than Keras'
 "nearest" smear, so no artificial stain-coloured streaks reach the HSV mask.
 
 Optional right-angle rotations (``right_angles``: a random multiple of 90 degrees, which with the
@@ -32,12 +35,12 @@ import numpy as np
 class AugmentSpec:
     """Augmentation ranges; ``AugmentSpec(enabled=False)`` is the identity."""
 
-    rotation_deg: float = 40.0
-    shift: float = 0.4
+    rotation_deg: float = 10.0
+    shift: float = 0.1
     shear_deg: float = 0.4
-    zoom: float = 0.4
+    zoom: float = 0.05
     horizontal_flip: bool = True
-    right_angles: bool = False
+    right_angles: bool = True
     color_jitter: bool = True
     hue_deg: float = 10.0
     saturation: tuple[float, float] = (0.8, 1.2)
@@ -46,6 +49,9 @@ class AugmentSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+REFERENCE_AUGMENT = AugmentSpec(rotation_deg=40.0, shift=0.4, zoom=0.4, right_angles=False)
 
 
 def affine_matrix(height: int, width: int, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:

@@ -5,10 +5,13 @@ without splitting a group, train (end to end, or two-phase on the augmentation b
 pretrained EfficientNet-Lite, see :mod:`leukedge.train.settings`), calibrate the temperature and
 the review threshold on the validation split, score the test split, write the run folder.
 
+What is trained is a recipe (:mod:`leukedge.train.recipes`), the same one ``leukedge train``
+trains: by default the bundled models' CNN; ``config``, ``settings`` and ``weights`` replace
+parts of it.
+
 Example:
-    >>> config = HybridConfig.resolve("efficientnet_lite0", seg_features="none")
-    >>> result = train("/data/ALL", "runs/lite0", config, TrainSettings(epochs=12),
-    ...                weights="imagenet")
+    >>> result = train("/data/ALL", "runs/lite0")                     # the default recipe
+    >>> result = train("/data/ALL", "runs/svm", recipe="svm-128")
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .feature_bank import BankSpec, build_bank, model_fingerprint
 from .image_cache import cached_images
 from .model import HybridConfig, build_parts
 from .predict import predict_logits
+from .recipes import DEFAULT_RECIPE, get_recipe, recipe_for_backbone
 from .report import calibrate, new_record, score, test_table, write_run
 from .run_folder import RUN_FILES
 from .settings import TrainSettings
@@ -196,8 +200,30 @@ def weights_info(config: HybridConfig, weights: Optional[str]) -> dict:
     return {"init": "imagenet", "origin": f"keras.applications.{config.row.constructor}"}
 
 
-def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: HybridConfig,
-          settings: TrainSettings = TrainSettings(), weights: Optional[str] = None, *,
+RECIPE_WEIGHTS = "recipe"  # train()'s default: the weights the recipe names
+
+
+def resolve_recipe(recipe: Optional[str], config: Optional[HybridConfig],
+                   settings: Optional[TrainSettings], weights: Optional[str]
+                   ) -> tuple[HybridConfig, TrainSettings, Optional[str]]:
+    """(config, settings, weights): the recipe's, with what the caller gave put in their place.
+
+    The recipe is ``recipe``; else, with a ``config``, its backbone's first recipe; else the
+    default recipe.
+    """
+    if recipe is not None:
+        row = get_recipe(recipe)
+    elif config is not None:
+        row = recipe_for_backbone(config.backbone)
+    else:
+        row = get_recipe(DEFAULT_RECIPE)
+    return (config or row.config(), settings or row.settings(),
+            row.weights if weights == RECIPE_WEIGHTS else weights)
+
+
+def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+          config: Optional[HybridConfig] = None, settings: Optional[TrainSettings] = None,
+          weights: Optional[str] = RECIPE_WEIGHTS, *, recipe: Optional[str] = None,
           callbacks: Sequence = (), verbose: int | str = 2, overwrite: bool = False,
           exclude: Sequence[str | os.PathLike] = ()) -> TrainResult:
     """Train a classifier on a labelled dataset folder and write a complete run folder.
@@ -205,9 +231,12 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Hybri
     Args:
         data_dir: ``<root>/<class>/*.jpg`` or the ALL layout (``<root>/Original/<class>/...``).
         out_dir: the run folder to create (refused if it already holds a run, unless overwrite).
-        config: the architecture.
-        settings: how to train.
-        weights: None, "imagenet" or a local weights file of the backbone.
+        config: the architecture; default: the recipe's.
+        settings: how to train; default: the recipe's.
+        weights: None, "imagenet" or a local weights file of the backbone; default: the
+            recipe's.
+        recipe: a row of :mod:`leukedge.train.recipes`; default: ``config``'s backbone's first
+            recipe, or :data:`~leukedge.train.recipes.DEFAULT_RECIPE` without a ``config``.
         callbacks: extra Keras callbacks (end-to-end training only).
         verbose: Keras ``fit`` verbosity (end-to-end training only).
         overwrite: replace the run files of an existing run folder.
@@ -218,6 +247,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike, config: Hybri
         ValueError: a setting, the dataset or the output folder is unusable; the message names
             the option.
     """
+    config, settings, weights = resolve_recipe(recipe, config, settings, weights)
     config.validate()
     settings.validate()
     settings = settings.for_backbone(config.row)  # the run record keeps what was used
