@@ -69,19 +69,3 @@ def size_groups(images: Sequence[np.ndarray], max_batch: int = MAX_BATCH
         for start in range(0, len(indices), max_batch):
             chunk = indices[start:start + max_batch]
             yield chunk, np.ascontiguousarray(np.stack([images[i] for i in chunk]), np.uint8)
-
-
-def synthetic_images(n: int, size: tuple[int, int], seed: int = 0) -> list[np.ndarray]:
-    """Deterministic RGB uint8 images with smear-like purple blobs, for when no real image is given."""
-    rng = np.random.default_rng(seed)
-    h, w = size
-    out = []
-    for _ in range(n):
-        img = rng.integers(150, 255, size=(h, w, 3), dtype=np.uint8)
-        yy, xx = np.mgrid[:h, :w]
-        for _ in range(3):
-            cy, cx, r = rng.integers(0, h), rng.integers(0, w), max(2, h // 8)
-            blob = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-            img[blob] = (110, 40, 160)  # H ~ 0.77, S ~ 0.75, V ~ 0.63: inside the purple mask
-        out.append(img)
-    return out

@@ -150,10 +150,13 @@ def test_custom_layers_compute_what_they_say():
     gelu = np.asarray(ErfGelu()(x))
     expected = 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
     assert np.allclose(gelu, expected, atol=1e-6)
-    caffe = InputNormalization((1.0, 2.0, 3.0), (1.0, 1.0, 2.0), multiplier=10.0, bgr=True)
-    out = np.asarray(caffe(x))
-    assert np.allclose(out[..., 0], (x[..., 2] * 10 - 3) / 2)
-    assert np.allclose(out[..., 2], x[..., 0] * 10 - 1)
+    norm = InputNormalization((1.0, 2.0, 3.0), (1.0, 1.0, 2.0))
+    out = np.asarray(norm(x))
+    assert np.allclose(out[..., 0], x[..., 0] - 1) and np.allclose(out[..., 2], (x[..., 2] - 3) / 2)
+    legacy = {**norm.get_config(), "multiplier": 1.0, "bgr": False}  # saved before 0.3
+    assert np.allclose(np.asarray(InputNormalization.from_config(legacy)(x)), out)
+    with pytest.raises(ValueError, match="no longer supported"):
+        InputNormalization.from_config({**legacy, "bgr": True})
 
 
 # --------------------------------------------------------------------------- tf2onnx-convertible layers

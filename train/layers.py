@@ -15,38 +15,41 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="leukedge")
 class InputNormalization(keras.layers.Layer):
-    """Per-channel ``(x * multiplier - mean) / std``, optionally RGB -> BGR first.
+    """Per-channel ``(x - mean) / std`` with the constants inside the graph.
 
-    Brings the contract's input scaling to what a pretrained backbone was trained on, e.g.
-    DenseNet's "torch" mode on [0, 1] pixels, or VGG16's "caffe" mode (BGR, 0-255, mean
-    subtracted) with ``multiplier=255, bgr=True``.
+    Stands in for Keras' ``Normalization`` layers (ConvNeXt's and EfficientNet's built-in
+    input normalization), whose eager mean and variance tf2onnx turns into graph inputs
+    (:mod:`leukedge.train.convertible`).
 
     Example:
-        >>> norm = InputNormalization(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+        >>> norm = InputNormalization(mean=(123.7, 116.3, 103.5), std=(58.4, 57.1, 57.4))
     """
 
-    def __init__(self, mean: Sequence[float], std: Sequence[float], multiplier: float = 1.0,
-                 bgr: bool = False, **kwargs):
+    def __init__(self, mean: Sequence[float], std: Sequence[float], **kwargs):
         super().__init__(**kwargs)
         self.mean = [float(m) for m in mean]
         self.std = [float(s) for s in std]
-        self.multiplier = float(multiplier)
-        self.bgr = bool(bgr)
+
+    @classmethod
+    def from_config(cls, config: dict):
+        """Also reads files saved before 0.3, whose layers carried an identity ``multiplier``
+        and ``bgr``."""
+        config = dict(config)
+        if config.pop("multiplier", 1.0) != 1.0 or config.pop("bgr", False):
+            raise ValueError("InputNormalization with a multiplier or BGR order is no longer "
+                             "supported; retrain or re-export the model with leukedge >= 0.3")
+        return cls(**config)
 
     def call(self, inputs):
-        x = inputs
-        if self.bgr:
-            x = ops.take(x, [2, 1, 0], axis=-1)
-        mean = ops.convert_to_tensor(self.mean[::-1] if self.bgr else self.mean, dtype=x.dtype)
-        std = ops.convert_to_tensor(self.std[::-1] if self.bgr else self.std, dtype=x.dtype)
-        return (x * self.multiplier - mean) / std
+        mean = ops.convert_to_tensor(self.mean, dtype=inputs.dtype)
+        std = ops.convert_to_tensor(self.std, dtype=inputs.dtype)
+        return (inputs - mean) / std
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "mean": self.mean, "std": self.std,
-                "multiplier": self.multiplier, "bgr": self.bgr}
+        return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
 @keras.saving.register_keras_serializable(package="leukedge")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from leukedge.runtime.errors import LeukedgeError  # noqa: E402
 
-import hashlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -223,13 +222,3 @@ def apply_weights(layers: dict, weights: dict[str, list[np.ndarray]],
     if unused:
         raise ValueError(f"pretrained weights left unused: {unused[:5]}")
     return count
-
-
-def weights_fingerprint(weights: dict[str, list[np.ndarray]]) -> str:
-    """sha256 over the arrays in name order: names the exact numbers a model started from."""
-    h = hashlib.sha256()
-    for name in sorted(weights):
-        for w in weights[name]:
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(w, np.float32).tobytes())
-    return h.hexdigest()
