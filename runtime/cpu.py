@@ -8,6 +8,8 @@ model with full 8-bit weights is run on VNNI CPUs only, and the bundled ``defaul
 the FP32 file elsewhere.
 
 Detection: the flags of /proc/cpuinfo (Linux), else numpy's own dispatch table (AVX512-VNNI).
+This module is the one reader of the CPU's description; benchmarks record it through
+:func:`cpuinfo`.
 """
 
 from __future__ import annotations
@@ -20,15 +22,25 @@ from typing import Optional
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
-def _proc_flags() -> Optional[set[str]]:
+@functools.lru_cache(maxsize=1)
+def cpuinfo() -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo as key -> value ({} where there is none)."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.partition(":")[2].split())
-    return None
+        return {}
+    out: dict[str, str] = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def cpu_flags() -> Optional[frozenset[str]]:
+    """The CPU's feature flags (avx2, avx512_vnni, ...), or None where they cannot be read."""
+    flags = cpuinfo().get("flags")
+    return frozenset(flags.split()) if flags else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,7 +48,7 @@ def has_int8_vnni() -> Optional[bool]:
     """True / False on x86-64, None where it does not apply or cannot be told (other CPUs)."""
     if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
         return None
-    flags = _proc_flags()
+    flags = cpu_flags()
     if flags is not None:
         return any(f in flags for f in VNNI_FLAGS)
     try:

@@ -9,26 +9,12 @@ from __future__ import annotations
 
 import os
 import platform
-from pathlib import Path
 
+from ..cpu import VNNI_FLAGS, cpu_flags, cpuinfo
 from ..session import usable_cpus
 
 INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                      "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
-
-
-def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo as key -> value ({} where there is none)."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError:
-        return {}
-    out: dict[str, str] = {}
-    for line in text.split("\n\n")[0].splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            out[key.strip()] = value.strip()
-    return out
 
 
 def _package_version(name: str) -> str | None:
@@ -40,12 +26,11 @@ def _package_version(name: str) -> str | None:
         return None
 
 
-def describe_machine(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
+def describe_machine() -> dict:
     """CPU model, core counts, SIMD flags relevant to INT8/FP16, and software versions."""
-    info = _cpuinfo(cpuinfo_path)
-    flags = set(info.get("flags", "").split())
+    flags = cpu_flags() or frozenset()
     return {
-        "cpu_model": info.get("model name") or platform.processor() or platform.machine(),
+        "cpu_model": cpuinfo().get("model name") or platform.processor() or platform.machine(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": usable_cpus(),
         "cpu_flags": {f: f in flags for f in INTERESTING_FLAGS} if flags else {},
@@ -57,12 +42,12 @@ def describe_machine(cpuinfo_path: str = "/proc/cpuinfo") -> dict:
     }
 
 
-def _int8_word(flags: set[str]) -> str:
+def _int8_word(flags: frozenset[str]) -> str:
     if not flags:
         return "unknown (no /proc/cpuinfo)"
     if "amx_int8" in flags:
         return "AMX + VNNI"
-    if "avx512_vnni" in flags or "avx_vnni" in flags:
+    if flags & set(VNNI_FLAGS):
         return "VNNI"
     if "avx2" in flags:
         return "AVX2 without VNNI (INT8 gains smaller than on VNNI CPUs)"
