@@ -18,6 +18,12 @@ Optional colour jitter (hue +-10 degrees, saturation x0.8-1.2, brightness x0.85-
 stain and lamp variation between microscopes: models trained without it lost 87-93% accuracy
 under that jitter.
 
+Acquisition augmentation (off by default; :mod:`leukedge.train.acquisition` has the functions
+and the robustness suite measures the same changes): magnification (``magnification``, a
+log-uniform isotropic factor inside the one affine warp), stain density in colour-deconvolution
+space (``stain_density``), contrast, defocus, sensor noise and JPEG compression. Each draws its
+random numbers only when enabled, so a spec without them augments exactly as before.
+
 The augmented uint8 image then goes through the model's preprocessing graph (resize,
 normalisation, HSV mask), so the mask is computed from the augmented pixels, as the deployed
 model would compute it.
@@ -29,6 +35,8 @@ from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
+
+from .acquisition import defocus, exposure, jpeg, sensor_noise, stain_density
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,13 @@ class AugmentSpec:
     hue_deg: float = 10.0
     saturation: tuple[float, float] = (0.8, 1.2)
     brightness: tuple[float, float] = (0.85, 1.15)
+    # acquisition: another microscope's objective, stain, focus, camera and file format
+    magnification: tuple[float, float] = (1.0, 1.0)  # log-uniform; > 1: cells larger
+    stain_density: float = 0.0  # per stain: scale U(1 -+ s), offset U(-+ s / 5) OD
+    contrast: tuple[float, float] = (1.0, 1.0)
+    defocus_sigma: float = 0.0  # half of the copies: Gaussian blur, sigma U(0, s) pixels
+    noise_sigma: float = 0.0  # half of the copies: sensor noise, sigma U(0, s) grey levels
+    jpeg_quality: tuple[int, int] = (100, 100)  # half of the copies when < 100: U(lo, hi)
     enabled: bool = True
 
     def to_dict(self) -> dict:
@@ -63,6 +78,9 @@ def affine_matrix(height: int, width: int, spec: AugmentSpec, rng: np.random.Gen
     rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
     shearing = np.array([[1.0, -np.sin(shear)], [0.0, np.cos(shear)]])
     linear = rotation @ shearing @ np.diag([zx, zy])
+    if spec.magnification != (1.0, 1.0):  # output -> input: cells m times larger
+        low, high = np.log(spec.magnification)
+        linear = linear / np.exp(rng.uniform(low, high))
     centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
     offset = centre + (tx, ty) - linear @ centre
     return np.hstack([linear, offset[:, None]]).astype(np.float64)
@@ -96,6 +114,24 @@ def random_color(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator)
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
+def random_acquisition(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator
+                       ) -> np.ndarray:
+    """Stain density, contrast, defocus, noise and JPEG, each only where the spec enables it."""
+    out = image
+    if spec.stain_density > 0:
+        s = spec.stain_density
+        out = stain_density(out, rng.uniform(1 - s, 1 + s, 3), rng.uniform(-s / 5, s / 5, 3))
+    if spec.contrast != (1.0, 1.0):
+        out = exposure(out, contrast=rng.uniform(*spec.contrast))
+    if spec.defocus_sigma > 0 and rng.random() < 0.5:
+        out = defocus(out, rng.uniform(0, spec.defocus_sigma))
+    if spec.noise_sigma > 0 and rng.random() < 0.5:
+        out = sensor_noise(out, rng.uniform(0, spec.noise_sigma), rng)
+    if spec.jpeg_quality[0] < 100 and rng.random() < 0.5:
+        out = jpeg(out, int(rng.integers(spec.jpeg_quality[0], spec.jpeg_quality[1] + 1)))
+    return out
+
+
 def augment(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:
     """Augmented copy of an RGB uint8 image (same size); the input is left untouched."""
     if not spec.enabled:
@@ -103,4 +139,4 @@ def augment(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> n
     out = random_geometry(image, spec, rng)
     if spec.color_jitter:
         out = random_color(out, spec, rng)
-    return out
+    return random_acquisition(out, spec, rng)
