@@ -13,12 +13,19 @@ from .options import Provider, ProviderOption, TableOrJson
 
 
 def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    from leukedge.runtime.batching import MAX_RUN_IMAGES
+
     try:
         sizes = tuple(int(s) for s in text.split(",") if s.strip())
     except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, e.g. 1,8,32; got {text!r}") from None
+        raise typer.BadParameter(f"expected comma-separated integers, e.g. 1,8,32; got {text!r}",
+                                 param_hint="'--batch-sizes'") from None
     if not sizes or min(sizes) < 1:
-        raise typer.BadParameter(f"batch sizes must be >= 1, got {text!r}")
+        raise typer.BadParameter(f"batch sizes must be >= 1, got {text!r}",
+                                 param_hint="'--batch-sizes'")
+    if max(sizes) > MAX_RUN_IMAGES:
+        raise typer.BadParameter(f"at most {MAX_RUN_IMAGES} images per batch, got {max(sizes)}",
+                                 param_hint="'--batch-sizes'")
     return sizes
 
 
@@ -50,9 +57,13 @@ def bench_command(
     from leukedge.runtime.evaluation.benchmark import bench_model, format_bench_table
     from leukedge.runtime.files import atomic_write_text
 
+    from .destination import model_file, refuse_inputs
+
+    sizes = parse_batch_sizes(batch_sizes)
     with reported(ValueError):
+        refuse_inputs(out, "--out", model_file(model))
         result = bench_model(model, provider=provider.value,
-                             batch_sizes=parse_batch_sizes(batch_sizes), threads=threads,
+                             batch_sizes=sizes, threads=threads,
                              iterations=iterations, warmup=warmup, images=images)
     text = json.dumps(result, indent=1)
     if out is not None:

@@ -6,12 +6,14 @@ inbox holds whatever was saved there:
 
 - only regular files are opened (non-blocking, so a FIFO never hangs a run), and at most
   :data:`MAX_FILE_BYTES` are read;
-- the format is recognised by content: JPEG, PNG, TIFF or BMP; GIF, WebP, PDF and others are
+- the format is recognised by content: JPEG, PNG, TIFF, BMP or WebP; GIF, PDF and others are
   named in the error;
 - the header's width and height are checked *before* decoding: an image above
   :data:`MAX_PIXELS` (a 26 KB JPEG can declare 30000 x 30000 pixels, 2.7 GB once decoded) is
-  refused;
-- truncated JPEG and PNG files are refused (OpenCV fills them with grey and reports nothing);
+  refused, and so is a header whose dimensions cannot be read (OpenCV would allocate whatever
+  it finds, up to 2**30 pixels);
+- incomplete files are refused, every format checked against its own structure
+  (:mod:`~leukedge.runtime.completeness`; OpenCV fills them with grey and reports nothing);
 - grayscale and 16-bit images are refused with the reason (the stain colour needs 8-bit RGB);
 - a JPEG's EXIF orientation is applied, so the pixels are those a viewer shows;
 - alpha is dropped; BGR becomes RGB.
@@ -31,15 +33,16 @@ import cv2
 import numpy as np
 
 from .errors import LeukedgeError
+from .completeness import truncation_reason
 from .image_header import ORIENTATIONS, jpeg_orientation, read_dimensions
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 MAX_PIXELS = 50_000_000  # well above a 100x-objective camera frame (5-20 MP)
 MAX_FILE_BYTES = 256 * 1024 * 1024
 MIN_SIDE = 8
-SUPPORTED_FORMATS = "JPEG, PNG, TIFF, BMP"
+SUPPORTED_FORMATS = "JPEG, PNG, TIFF, BMP, WebP"
 
 
 class ImageError(LeukedgeError, ValueError):
@@ -63,13 +66,15 @@ def describe_source(source: ImageSource) -> str:
 # Leading bytes of the accepted formats, and of a few recognised only to name them in errors.
 _ACCEPTED = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"II*\x00", "TIFF"),
              (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"), (b"BM", "BMP"))
-_OTHER = ((b"GIF8", "GIF"), (b"RIFF", "RIFF/WebP"), (b"%PDF", "PDF"),
+_OTHER = ((b"GIF8", "GIF"), (b"RIFF", "RIFF (not WebP)"), (b"%PDF", "PDF"),
           (b"\x00\x00\x00\x0cjP", "JPEG 2000"), (b"\xff\x4f\xff\x51", "JPEG 2000"),
           (b"v/1\x01", "OpenEXR"), (b"#?RADIANCE", "Radiance HDR"))
 
 
 def image_format(data: bytes) -> Optional[str]:
-    """'JPEG', 'PNG', 'TIFF' or 'BMP' by content, or None."""
+    """'JPEG', 'PNG', 'TIFF', 'BMP' or 'WebP' by content, or None."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
     return next((fmt for sig, fmt in _ACCEPTED if data.startswith(sig)), None)
 
 
@@ -82,36 +87,41 @@ def _format_problem(data: bytes) -> Optional[str]:
     return f"not an image file (content is not {SUPPORTED_FORMATS})"
 
 
-def _truncation_reason(data: bytes) -> Optional[str]:
-    tail = data[-1024:].rstrip(b"\x00")
-    if data[:3] == b"\xff\xd8\xff" and not tail.endswith(b"\xff\xd9"):
-        return "truncated JPEG (no end-of-image marker); the file was cut short"
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail[-16:]:
-        return "truncated PNG (no IEND chunk); the file was cut short"
-    return None
+def inspect_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS
+                  ) -> tuple[int, int]:
+    """(width, height) from the header of encoded image bytes, after every check that needs
+    no decoding: content type, declared size against ``max_pixels``, completeness, a readable
+    header. What a decode of ``data`` will hold is known before it runs.
 
-
-def _size_problem(data: bytes, fmt: str, max_pixels: int) -> Optional[str]:
+    Raises:
+        ImageError: the reason starts with "truncated" for an incomplete file (``watch``
+            waits for those), "image too large" for a bomb.
+    """
+    if len(data) == 0:
+        raise ImageError(name, "empty file (0 bytes)")
+    problem = _format_problem(data)
+    if problem:
+        raise ImageError(name, problem)
+    fmt = image_format(data)
     dims = read_dimensions(data, fmt)
+    if dims is not None and dims[0] * dims[1] > max_pixels:
+        width, height = dims
+        raise ImageError(name, f"image too large: its header declares {width} x {height} pixels "
+                               f"({width * height / 1e6:.0f} MP), over the limit of "
+                               f"{max_pixels / 1e6:.0f} MP (--max-pixels)")
+    problem = truncation_reason(data, fmt)
+    if problem:
+        raise ImageError(name, problem)
     if dims is None:
-        return None  # OpenCV's own limit (2**30 pixels) still applies
-    width, height = dims
-    if width * height > max_pixels:
-        return (f"image too large: its header declares {width} x {height} pixels "
-                f"({width * height / 1e6:.0f} MP), over the limit of {max_pixels / 1e6:.0f} MP "
-                "(--max-pixels)")
-    return None
+        raise ImageError(name, f"not a readable image (its {fmt} header gives no valid width and "
+                               "height: a corrupt file or a variant leukedge does not read)")
+    return dims
 
 
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes into an RGB uint8 HxWx3 array (EXIF orientation applied)."""
-    if len(data) == 0:
-        raise ImageError(name, "empty file (0 bytes)")
+    inspect_image(data, name, max_pixels)
     fmt = image_format(data)
-    reason = (_format_problem(data) or _size_problem(data, fmt, max_pixels)
-              or _truncation_reason(data))
-    if reason:
-        raise ImageError(name, reason)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:
         raise ImageError(name, "not a readable image (corrupt file, or a variant of "

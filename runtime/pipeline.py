@@ -17,8 +17,10 @@ import time
 
 import numpy as np
 
+from .batching import PIXEL_BUDGET, PixelBudget, pixels_of, plan_runs
 from .classifier import Classifier, Prediction, stack_batch
-from .decode import MAX_PIXELS, ImageError, ImageSource, describe_source, load_image
+from .decode import (MAX_PIXELS, ImageError, ImageSource, decode_image, describe_source,
+                     inspect_image, load_image, read_file_bytes)
 from .session import usable_cpus
 
 
@@ -85,28 +87,40 @@ class _Decoded:
     seconds: float = 0.0
 
 
-def _decode(source: ImageSource, max_pixels: int) -> _Decoded:
-    started = time.perf_counter()
-    try:
-        pixels = load_image(source, max_pixels)
-    except ImageError as e:
+def _error(source: ImageSource, e: Exception) -> _Decoded:
+    if isinstance(e, ImageError):
         return _Decoded(error=str(e))
-    except Exception as e:  # an odd file must not stop a batch of 600; name it and go on
-        return _Decoded(error=str(ImageError(describe_source(source),
-                                             f"cannot be processed ({type(e).__name__}: {e})")))
-    return _Decoded(pixels=pixels, seconds=time.perf_counter() - started)
+    # an odd file must not stop a batch of 600; name it and go on
+    return _Decoded(error=str(ImageError(describe_source(source),
+                                         f"cannot be processed ({type(e).__name__}: {e})")))
 
 
-def _classify(classifier: Classifier, decoded: Sequence[_Decoded], keep_images: bool
+def _inspect(source: ImageSource, max_pixels: int) -> tuple[object, int]:
+    """(what to decode, pixels its decode will hold), read from the header before decoding."""
+    if isinstance(source, np.ndarray):
+        return source, pixels_of(source.shape) if source.ndim >= 2 else 0
+    name = describe_source(source)
+    data = bytes(source) if isinstance(source, (bytes, bytearray, memoryview)) \
+        else read_file_bytes(source)
+    width, height = inspect_image(data, name, max_pixels)
+    return data, width * height
+
+
+def _decode(source: ImageSource, content: object, max_pixels: int) -> np.ndarray:
+    if isinstance(content, np.ndarray):
+        return load_image(content)
+    return decode_image(content, describe_source(source), max_pixels)
+
+
+def _classify(classifier: Classifier, decoded: dict[int, _Decoded], keep_images: bool,
+              max_images: int, pixel_budget: int
               ) -> dict[int, tuple[Prediction, Optional[np.ndarray], float]]:
-    """Predictions (and masks) of the decoded images, one model run per image size."""
-    by_shape: dict[tuple, list[int]] = {}
-    for i, d in enumerate(decoded):
-        if d.error is None:
-            by_shape.setdefault(d.pixels.shape, []).append(i)
+    """Predictions (and masks) of the decoded images, in runs planned by :func:`plan_runs`."""
+    keys = list(decoded)
     out = {}
     names = classifier.default_outputs + (["stain_mask"] if keep_images else [])
-    for indices in by_shape.values():
+    for run in plan_runs([decoded[k].pixels.shape for k in keys], max_images, pixel_budget):
+        indices = [keys[j] for j in run]
         started = time.perf_counter()
         raw = classifier.run(stack_batch([decoded[i].pixels for i in indices]), names)
         share = (time.perf_counter() - started) / len(indices)
@@ -117,15 +131,18 @@ def _classify(classifier: Classifier, decoded: Sequence[_Decoded], keep_images: 
     return out
 
 
-def _finish(classifier: Classifier, sources: Sequence[ImageSource],
-            decoded: Sequence[_Decoded], keep_images: bool) -> Iterator[FileResult]:
+def _results(classifier: Classifier, sources: Sequence[ImageSource], decoded: dict[int, _Decoded],
+             keep_images: bool, max_images: int, pixel_budget: int) -> Iterator[FileResult]:
+    """One model pass over ``decoded`` (index -> image or error), results in index order."""
+    ok = {i: d for i, d in decoded.items() if d.error is None}
     try:
-        done = _classify(classifier, decoded, keep_images)
+        done = _classify(classifier, ok, keep_images, max_images, pixel_budget)
     except Exception as e:  # the model failed on this batch: every image of it gets the error
         reason = f"the model failed on this batch ({type(e).__name__}: {str(e)[:200]})"
-        done, decoded = {}, [d if d.error else _Decoded(error=reason) for d in decoded]
-    for i, (source, d) in enumerate(zip(sources, decoded)):
-        name = describe_source(source)
+        done, decoded = {}, {i: d if d.error else _Decoded(error=reason)
+                             for i, d in decoded.items()}
+    for i in sorted(decoded):
+        d, name = decoded[i], describe_source(sources[i])
         if d.error is not None:
             yield FileResult(name, error=d.error if d.error.startswith(name) else
                              f"{name}: {d.error}")
@@ -136,26 +153,65 @@ def _finish(classifier: Classifier, sources: Sequence[ImageSource],
 
 
 def _process(classifier: Classifier, batch: Sequence[ImageSource], keep_images: bool,
-             max_pixels: int) -> list[FileResult]:
-    return list(_finish(classifier, batch, [_decode(s, max_pixels) for s in batch], keep_images))
+             max_pixels: int, budget: PixelBudget) -> Iterator[FileResult]:
+    """Read, check, decode and classify one batch, holding at most ``budget``'s pixels.
+
+    Each image's pixels are counted from its header and acquired before it is decoded. When
+    they do not fit, the images decoded so far are classified and released first, so a thread
+    never waits while it holds pixels (no deadlock between workers).
+    """
+    pending: dict[int, _Decoded] = {}
+    held = 0
+    max_images = len(batch)
+    for i, source in enumerate(batch):
+        started = time.perf_counter()
+        try:
+            content, pixels = _inspect(source, max_pixels)
+        except Exception as e:
+            pending[i] = _error(source, e)
+            continue
+        got = budget.try_acquire(pixels)
+        if got is None:
+            yield from _results(classifier, batch, pending, keep_images, max_images, budget.total)
+            pending = {}
+            budget.release(held)
+            held, got = 0, budget.acquire(pixels)
+        held += got
+        try:
+            pending[i] = _Decoded(pixels=_decode(source, content, max_pixels),
+                                  seconds=time.perf_counter() - started)
+        except Exception as e:
+            pending[i] = _error(source, e)
+        del content
+    yield from _results(classifier, batch, pending, keep_images, max_images, budget.total)
+    budget.release(held)
 
 
 def classify_files(classifier: Classifier, sources: Iterable[ImageSource], batch_size: int = 16,
                    workers: Optional[int] = None, keep_images: bool = False,
-                   max_pixels: int = MAX_PIXELS) -> Iterator[FileResult]:
+                   max_pixels: int = MAX_PIXELS,
+                   pixel_budget: int = PIXEL_BUDGET) -> Iterator[FileResult]:
     """Classify every source; yield one :class:`FileResult` per source, in input order.
+
+    Memory is bounded by pixels, whatever the inputs: every image's size is read from its
+    header before it is decoded, and the workers together hold at most ``pixel_budget`` decoded
+    pixels (an image over it is decoded and run alone); model runs are planned by
+    :func:`~leukedge.runtime.batching.plan_runs`.
 
     Args:
         classifier: the model (shared by the workers; it is thread-safe).
         sources: paths, bytes or RGB arrays.
-        batch_size: images per model run (images of different sizes run separately).
+        batch_size: images per model run at most (images of different sizes run separately,
+            and large ones fewer at a time).
         workers: threads that each read, preprocess and classify whole batches, so that up to
-            ``workers + 1`` batches are in flight; 0 = everything inline in the calling thread;
+            ``workers + 1`` batches are queued; 0 = everything inline in the calling thread;
             None = :func:`default_workers`. For throughput on a CPU, give the classifier
-            ``threads=1`` and one worker per core.
+            ``threads=1`` and one worker per core. With ``keep_images`` the batches run inline
+            (the kept images then stay within the budget until the caller takes them).
         keep_images: keep each decoded original image and the model's stain mask in its
             result (for overlays).
         max_pixels: refuse images whose header declares more pixels than this.
+        pixel_budget: decoded pixels held at once by all workers together.
 
     Example:
         >>> clf = Classifier(threads=1)
@@ -167,17 +223,19 @@ def classify_files(classifier: Classifier, sources: Iterable[ImageSource], batch
     workers = default_workers(classifier) if workers is None else int(workers)
     if workers < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    budget = PixelBudget(pixel_budget)
     items = list(sources)
     batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
-    if workers == 0:
+    if workers == 0 or keep_images:
         for batch in batches:
-            yield from _process(classifier, batch, keep_images, max_pixels)
+            yield from _process(classifier, batch, keep_images, max_pixels, budget)
         return
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="leukedge-batch")
     try:
         pending: deque[Future] = deque()
         for batch in batches:
-            pending.append(pool.submit(_process, classifier, batch, keep_images, max_pixels))
+            pending.append(pool.submit(lambda b: list(_process(classifier, b, keep_images,
+                                                               max_pixels, budget)), batch))
             if len(pending) > workers:  # every worker has a batch: hand out the oldest results
                 yield from pending.popleft().result()
         while pending:

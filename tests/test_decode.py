@@ -183,3 +183,56 @@ def test_a_file_over_the_byte_cap_is_refused(tmp_path):
         read_file_bytes(big, max_bytes=1024)
     with pytest.raises(ImageError, match="not a regular file"):
         read_file_bytes("/dev/zero")
+
+
+def _cut_and_preallocated(data: bytes) -> tuple[bytes, bytes]:
+    """The first 30% of ``data``, and the same in a file preallocated to its full size."""
+    head = data[: int(len(data) * 0.3)]
+    return head, head + bytes(len(data) - len(head))
+
+
+@pytest.mark.parametrize("ext, fmt", [(".bmp", "BMP"), (".tiff", "TIFF"), (".webp", "WebP"),
+                                      (".jpg", "JPEG"), (".png", "PNG")])
+def test_every_format_cut_or_preallocated_is_truncated(tmp_path, sample_images, ext, fmt):
+    bgr = cv2.imread(str(sample_images[2]))
+    data = cv2.imencode(ext, bgr)[1].tobytes()
+    assert decode_image(data).shape == bgr.shape
+    for label, partial in zip(("cut", "preallocated"), _cut_and_preallocated(data)):
+        path = tmp_path / f"{label}{ext}"
+        path.write_bytes(partial)
+        with pytest.raises(ImageError, match=f"{label}{ext}: truncated {fmt}") as info:
+            read_image(path)
+        assert info.value.reason.startswith("truncated"), label  # watch waits for these
+
+
+def test_a_tiff_with_its_directory_first_cut_or_preallocated(sample_images):
+    from test_image_header import make_tiff
+
+    rgb = load_image(sample_images[0])
+    h, w = rgb.shape[:2]
+    data = make_tiff(w, h, "LONG", pixels=rgb.tobytes())
+    np.testing.assert_array_equal(decode_image(data), rgb)
+    cut, preallocated = _cut_and_preallocated(data)
+    with pytest.raises(ImageError, match=r"truncated TIFF \(its image data ends at byte"):
+        decode_image(cut)
+    with pytest.raises(ImageError, match="truncated TIFF .*zero bytes"):
+        decode_image(preallocated)
+
+
+def test_black_pixels_under_the_zero_tail_threshold_are_accepted(sample_images):
+    bgr = cv2.imread(str(sample_images[0]))
+    bgr[0, :] = 0  # one black row: the last row a bottom-up BMP stores (672 bytes < 4 KB)
+    data = cv2.imencode(".bmp", bgr)[1].tobytes()
+    np.testing.assert_array_equal(decode_image(data), bgr[..., ::-1])
+    bgr[:8] = 0  # eight black rows (5.4 KB): taken for a preallocated file, and said so
+    with pytest.raises(ImageError, match="truncated BMP .*pure black, save it as PNG"):
+        decode_image(cv2.imencode(".bmp", bgr)[1].tobytes())
+
+
+def test_bmp_declared_sizes_are_checked(sample_images):
+    data = cv2.imencode(".bmp", cv2.imread(str(sample_images[0])))[1].tobytes()
+    with pytest.raises(ImageError, match=r"truncated BMP \(its header declares image data up "
+                                         rf"to byte {len(data)}; the file has {len(data) - 1}"):
+        decode_image(data[:-1])
+    with pytest.raises(ImageError, match="truncated BMP"):
+        decode_image(data[:20])  # inside the header

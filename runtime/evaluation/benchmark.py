@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..batching import PIXEL_BUDGET
 from ..classifier import Classifier
 from ..decode import load_image
 from ..files import find_images
@@ -40,15 +41,30 @@ def bench_sources(images: Optional[Sequence[str | os.PathLike]]) -> tuple[list, 
 
 
 def time_decoding(sources: Sequence) -> tuple[dict, np.ndarray]:
-    """Per-image decode time (ms, median) and the decoded pixels (images of the first size)."""
-    times, pixels = [], []
+    """Per-image decode time (ms, median) and the decoded pixels (images of the first size,
+    as many as the pixel budget holds, at least one)."""
+    times, same = [], []
     for source in sources:
         started = time.perf_counter()
-        pixels.append(load_image(source))
+        image = load_image(source)
         times.append(time.perf_counter() - started)
-    same = [p for p in pixels if p.shape == pixels[0].shape]
-    return ({"images": len(pixels), "decode_p50_ms": float(np.median(times) * 1e3),
+        first = same[0].shape if same else image.shape
+        if image.shape == first and (not same or (len(same) + 1) * image.shape[0]
+                                     * image.shape[1] <= PIXEL_BUDGET):
+            same.append(image)
+    return ({"images": len(times), "decode_p50_ms": float(np.median(times) * 1e3),
              "size": list(same[0].shape[:2])}, np.stack(same))
+
+
+def check_batch_pixels(batch_sizes: Sequence[int], size: Sequence[int]) -> None:
+    """ValueError naming --batch-sizes when one batch of images of ``size`` (height, width)
+    would hold more than the pixel budget that bounds every model run."""
+    height, width = size
+    bound = max(1, PIXEL_BUDGET // (height * width))
+    if max(batch_sizes) > bound:
+        raise ValueError(f"--batch-sizes: {max(batch_sizes)} is over the bound of {bound} images "
+                         f"for these {height}x{width} images (one run holds at most "
+                         f"{PIXEL_BUDGET / 1e6:.0f} MP)")
 
 
 def time_batches(clf: Classifier, pixels: np.ndarray, batch_sizes: Sequence[int],
@@ -83,6 +99,7 @@ def bench_model(model: str | os.PathLike | None, *, provider: str = "auto",
     clf = Classifier(model, provider=provider, threads=threads)
     sources, where = bench_sources(images)
     decoding, pixels = time_decoding(sources)
+    check_batch_pixels(batch_sizes, pixels.shape[1:3])
     info = clf.session_info
     return {
         "model": str(clf.model_path), "size_bytes": clf.model_path.stat().st_size,

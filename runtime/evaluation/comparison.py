@@ -16,7 +16,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..classifier import Classifier
+from ..batching import images_per_run, plan_runs
+from ..classifier import Classifier, stack_batch
 from ..metrics import evaluate
 from .labelled import LabelledSet
 from .machine import describe_machine
@@ -66,14 +67,9 @@ def onnx_candidate(path: str | os.PathLike, provider: str = "auto",
 
 def _probabilities(cand: Candidate, images: Sequence[np.ndarray], batch: int = 8) -> np.ndarray:
     parts: dict[int, np.ndarray] = {}
-    by_shape: dict[tuple, list[int]] = {}
-    for i, im in enumerate(images):
-        by_shape.setdefault(im.shape, []).append(i)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), batch):
-            chunk = indices[start:start + batch]
-            probs = cand.predict(np.stack([images[i] for i in chunk]))
-            parts.update(zip(chunk, np.asarray(probs, np.float64)))
+    for run in plan_runs([im.shape for im in images], batch):
+        probs = cand.predict(stack_batch([images[i] for i in run]))
+        parts.update(zip(run, np.asarray(probs, np.float64)))
     return np.stack([parts[i] for i in range(len(images))])
 
 
@@ -81,10 +77,11 @@ def _timing(cand: Candidate, images: Sequence[np.ndarray], iterations: int, warm
     same = [im for im in images if im.shape == images[0].shape]
     x1 = np.stack(same[:1])
     lat = percentiles_ms(time_calls(lambda: cand.predict(x1), iterations, warmup), (50, 95))
-    x8 = batch_of(np.stack(same[:8]), 8)
-    t8 = time_calls(lambda: cand.predict(x8), max(3, iterations // 4), 1)
+    n = images_per_run(images[0].shape, 8)  # 8 images, fewer when they are large
+    xn = batch_of(np.stack(same[:n]), n)
+    tn = time_calls(lambda: cand.predict(xn), max(3, iterations // 4), 1)
     return {"latency_p50_ms": lat["p50_ms"], "latency_p95_ms": lat["p95_ms"],
-            "throughput_ips": float(8 / t8.mean())}
+            "throughput_ips": float(n / tn.mean())}
 
 
 def comparison_row(cand: Candidate, probs: np.ndarray, reference: np.ndarray, labelled: LabelledSet,
