@@ -10,6 +10,8 @@ import typer
 from .errors import EXIT_OK, need, reported
 from .options import Provider, ProviderOption, ReportFormat
 
+REPORT_FILES = ("report.md", "comparison.json", "comparison.csv")  # as write_report names them
+
 
 def default_models() -> list[Path]:
     """Every bundled model (fp32 variants first, so the reference is a float model)."""
@@ -80,8 +82,13 @@ def compare_command(
     from leukedge.runtime.evaluation.labelled import load_labelled
     from leukedge.runtime.models import resolve_model
 
+    from .destination import refuse_inputs
+
     with reported(ValueError):
         paths = [resolve_model(m) for m in models] if models else default_models()
+        protect = [*paths, *(p for p in (keras, split_manifest) if p is not None)]
+        for target in _report_files(out):
+            refuse_inputs(target, "--out", protect)
         classes = read_contract(paths[0]).classes
         labelled = load_labelled(data, classes, split_manifest, "test", limit=limit)
     predict, size = keras_reference(keras) if keras else (None, None)
@@ -94,9 +101,53 @@ def compare_command(
         typer.echo(render(comparison, fmt.value))
     else:
         with reported(OSError):
-            for path in write_report(comparison, out, fmt.value):
+            written = write_report(comparison, out, fmt.value) if _have_matplotlib() \
+                else _write_without_plots(comparison, out, fmt.value)
+            for path in written:
                 typer.echo(f"Wrote {path}")
     raise typer.Exit(EXIT_OK)
+
+
+def _report_files(out: Optional[Path]) -> list[Path]:
+    """The files ``--out`` names: itself, or the report files in the folder it names."""
+    if out is None:
+        return []
+    if out.is_dir() or not out.suffix:
+        return [out / n for n in REPORT_FILES]
+    return [out]
+
+
+def _have_matplotlib() -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _write_without_plots(comparison, out: Path, fmt: str) -> list[Path]:
+    """The report of ``write_report`` without the confusion-matrix PNGs (they need matplotlib,
+    which a ``[cpu]`` install lacks); says so on stderr."""
+    from leukedge.runtime.evaluation.comparison_report import (format_csv, format_json,
+                                                               markdown_report, render)
+    from leukedge.runtime.files import atomic_write_text
+
+    folder_report = out.is_dir() or not out.suffix
+    if folder_report or fmt == "markdown":
+        typer.echo("Note: confusion-matrix plots not written: they need matplotlib "
+                   "(pip install 'leukedge[train]' or pip install matplotlib)", err=True)
+    if folder_report:
+        texts = dict(zip(REPORT_FILES, (markdown_report(comparison), format_json(comparison),
+                                        format_csv(comparison))))
+        folder = out
+    else:
+        texts = {out.name: markdown_report(comparison) if fmt == "markdown"
+                 else render(comparison, fmt)}
+        folder = out.parent
+    for name, text in texts.items():
+        atomic_write_text(folder / name, text)
+    return [folder / name for name in texts]
 
 
 def register(app: typer.Typer) -> None:

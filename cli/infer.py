@@ -19,6 +19,7 @@ from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, reported
 from .options import OutputFormat, Provider
 
 PROGRESS_MIN_IMAGES = 8  # a progress bar for a handful of images is noise
+SKIPPED_NAMED = 5  # files skipped for their suffix named in the warning; the rest counted
 
 HELP = """Classify blood-smear images; one result per input, in input order.
 
@@ -26,8 +27,10 @@ A bad input (missing, empty, truncated, not an image, grayscale, 16-bit, too lar
 stops the run: its row carries an error naming the file and the reason. Predictions under the
 review threshold, and images that fail the model's input checks (blank, no stained cells,
 unlike the training images), are flagged for review with the reason."""
-EPILOG = ("Exit codes: 0 = every input was classified; 1 = some inputs failed or folders "
-          "could not be read (named on stderr); 2 = usage error or unusable model.")
+EPILOG = ("Exit codes: 0 = every input was classified; 1 = some inputs failed, folders "
+          "could not be read (named on stderr) or the results could not be written (a full "
+          "disk: nothing partial is left); 2 = usage error or unusable model (also --output "
+          "naming an input or the model).")
 
 
 @dataclass
@@ -74,15 +77,32 @@ def collect_inputs(paths: List[str], recursive: bool) -> tuple[list, list]:
     expanded: list[str] = []
     for raw in paths:
         expanded.extend(_read_stdin_paths() if raw == "-" else [raw])
-    sources, problems = [], []
+    sources, problems, skipped = [], [], []
     for raw in expanded:
         listing = find_images([raw], recursive=recursive)
         problems.extend(listing.problems)
+        skipped.extend(listing.skipped)
         if not listing.paths and not listing.problems:
-            typer.echo(f"Warning: no images in {raw!r} (folders list .jpg/.jpeg/.png/.tif/.tiff/"
-                       f".bmp{'' if recursive else '; add --recursive for subfolders'})", err=True)
+            hint = "" if recursive else "; add --recursive for subfolders"
+            typer.echo(f"Warning: no images in {raw!r} (folders list .jpg/.jpeg/.png/.tif/"
+                       f".tiff/.bmp/.webp{hint})", err=True)
         sources.extend(listing.paths)
+    if skipped:
+        typer.echo(skipped_note(skipped), err=True)
     return _unique(sources), problems
+
+
+def skipped_note(skipped: list, named: int = SKIPPED_NAMED) -> str:
+    """The warning for the files of searched folders that were left out for their suffix."""
+    from leukedge.runtime.files import IMAGE_KINDS
+
+    from .output import display_path, escape_controls
+
+    names = ", ".join(escape_controls(display_path(Path(p).name)) for p in skipped[:named])
+    more = f" and {len(skipped) - named} more" if len(skipped) > named else ""
+    return (f"Warning: skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} that "
+            f"{'are' if len(skipped) != 1 else 'is'} not {IMAGE_KINDS}: {names}{more} "
+            "(name such a file directly to see why it is refused)")
 
 
 def _unique(paths: list) -> list:
@@ -200,7 +220,7 @@ def _check_options(opts: InferOptions) -> None:
 
 def run(opts: InferOptions) -> int:
     """The whole command; returns its exit code."""
-    from .destination import Destination
+    from .destination import Destination, OutputError, model_file
 
     _check_options(opts)
     sources, problems = collect_inputs(opts.paths, opts.recursive)
@@ -210,7 +230,8 @@ def run(opts: InferOptions) -> int:
         fail(f"no images found in {', '.join(opts.paths)}", EXIT_USAGE if not problems
              else EXIT_FAILED)
     with reported(ValueError):
-        destination = Destination.open(opts.output)
+        destination = Destination.open(opts.output, "--output",
+                                       protect=[*sources, *model_file(opts.model)])
     threads = opts.threads
     if threads is None and len(sources) > opts.batch_size:
         threads = 1  # whole batches side by side beat intra-op threads (runtime.pipeline)
@@ -220,6 +241,9 @@ def run(opts: InferOptions) -> int:
         shorten = opts.output is None and sys.stdout.isatty()
         tally = classify_and_emit(classifier, sources, opts, destination.write, shorten)
         destination.commit()
+    except OutputError as e:  # a full disk, a closed pipe: the run's results are lost
+        destination.discard()
+        fail(str(e), EXIT_FAILED)
     except BaseException:
         destination.discard()
         raise
@@ -233,7 +257,8 @@ def run(opts: InferOptions) -> int:
 def infer(
     paths: Annotated[List[str], typer.Argument(
         metavar="PATH...", show_default=False,
-        help="Image files, folders or glob patterns (JPEG, PNG, TIFF, BMP); - reads paths "
+        help="Image files, folders or glob patterns (JPEG, PNG, TIFF, BMP, WebP); - reads "
+             "paths "
              "from standard input, one per line.")],
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", show_default=False,

@@ -66,6 +66,20 @@ def _finite(value: Any, what: str, problems: list[str], low: float = -math.inf,
         problems.append(f"{what} must be a number in [{low:g}, {high:g}], got {value!r}")
 
 
+def class_name_problems(classes: Any) -> list[str]:
+    """Why class names are unusable: a name is printed (a newline fakes a row, an ESC drives the
+    terminal) and is a folder name (no path separators, ``..``, spaces at either end)."""
+    out = []
+    for i, name in enumerate(classes):
+        if bad := sorted({f"U+{ord(ch):04X}" for ch in name if not ch.isprintable()}):
+            out.append(f"class {i} name {name!r} contains control or invisible characters "
+                       f"({', '.join(bad)})")
+        elif "/" in name or "\\" in name or name.strip(". ") == "" or name != name.strip():
+            out.append(f"class {i} name {name!r} cannot be a folder name (a path separator, "
+                       "only dots, or spaces at either end)")
+    return out
+
+
 @dataclass(frozen=True)
 class SanityLimits:
     """When an input is not a smear a model should judge: below a minimum or above a maximum,
@@ -147,6 +161,8 @@ class ModelContract:
         if (isinstance(classes, str) or len(classes) < 2 or len(set(classes)) != len(classes)
                 or not all(isinstance(c, str) and c for c in classes)):
             problems.append(f"classes must be a list of >= 2 unique names, got {classes!r}")
+        else:
+            problems += class_name_problems(classes)
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {PRECISIONS}")
         unknown = [o for o in self.outputs if o not in OUTPUT_MEANINGS]

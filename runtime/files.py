@@ -5,7 +5,9 @@ then ``os.replace``; an existing file keeps its permission bits (results are pat
 
 :func:`find_images` expands files, folders and glob patterns the way a user expects on a
 microscope PC's shares: every image once (by real path, however many links lead to it), folder
-symlink loops walked once, and every folder it could not read reported instead of skipped.
+symlink loops walked once, every folder it could not read reported instead of skipped, and the
+files of a folder it left out because of their suffix (a ``.gif``, a ``.heic``) listed in
+``skipped`` so the caller can say so.
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+# The same tuple as runtime/decode.py's IMAGE_SUFFIXES (files must not import decode: OpenCV);
+# a format the decoder learns must be added to both.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+IMAGE_KINDS = "JPEG/PNG/TIFF/BMP/WebP"
 _MAGIC = set("*?[")
 
 
@@ -90,10 +95,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 @dataclass
 class ImageListing:
-    """The image paths found (each once, in order) and what could not be searched."""
+    """The image paths found (each once, in order), what could not be searched, and the files
+    of the folders searched that were left out for their suffix (hidden files are not listed)."""
 
     paths: list[Path] = field(default_factory=list)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    skipped: list[Path] = field(default_factory=list)
     _seen: set = field(default_factory=set, repr=False)
 
     def add(self, path: Path) -> None:
@@ -110,9 +117,10 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".")
 
 
-def _walk(root: Path, recursive: bool, problems: list) -> Iterator[Path]:
+def _walk(root: Path, recursive: bool, problems: list,
+          skipped: Optional[list] = None) -> Iterator[Path]:
     """Image files under ``root`` (sorted per folder), each folder visited once even through
-    symlink loops; unreadable folders go to ``problems``."""
+    symlink loops; unreadable folders go to ``problems``, other files to ``skipped``."""
     visited: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -135,6 +143,8 @@ def _walk(root: Path, recursive: bool, problems: list) -> Iterator[Path]:
                         subfolders.append(Path(entry.path))
                 elif _is_image_name(entry.name):
                     yield Path(entry.path)
+                elif skipped is not None and not entry.name.startswith(".") and entry.is_file():
+                    skipped.append(Path(entry.path))
             except OSError as e:
                 problems.append((entry.path, f"cannot read ({e.strerror or e})"))
         stack.extend(reversed(subfolders))
@@ -191,7 +201,7 @@ def find_images(args: Sequence[str | os.PathLike], recursive: bool = False) -> I
         text = os.fspath(raw)
         path = Path(text)
         if _is_dir(path):
-            for found in _walk(path, recursive, listing.problems):
+            for found in _walk(path, recursive, listing.problems, listing.skipped):
                 listing.add(found)
         elif _MAGIC & set(text) and not _exists(path):
             for found in _expand_pattern(text, recursive, listing):

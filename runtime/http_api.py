@@ -7,10 +7,15 @@
 - ``POST /v1/classify`` with multipart field(s) ``file`` -> the row ``leukedge infer --format
   json`` writes (one file), or ``{"results": [rows]}`` (several; a bad one carries its error).
 
-Bad input gets a 4xx JSON ``{"error": ...}`` naming the problem, never a stack trace: 413 for an
-upload over the limit (enforced while the body streams in, before it is all read) or an image
-whose header declares too many pixels, 415 for content that is not a supported image, 400 for
-an empty, truncated, grayscale or 16-bit image or a request without a ``file`` field. The model is
+Every error, on every route, is JSON ``{"error": "message"}`` naming the problem, never a stack
+trace (an image's error also carries ``path`` and ``needs_review``): 413 for an upload over the
+limit (enforced while the body streams in, before it is all read) or an image whose header
+declares too many pixels, 415 for content that is not a supported image, 400 for an empty,
+truncated, grayscale or 16-bit image, a malformed multipart body or a request without a ``file``
+field, 404/405 for an unknown route or method, 400/403 for a foreign ``Host`` or a cross-origin
+POST (runtime/http_guard.py), 500 for a server fault. Uploads are decoded within a pixel
+budget (:class:`~leukedge.runtime.http_guard.PixelBudget`), so a burst of huge uploads is
+decoded one after another. The model is
 loaded once; inference runs off the event loop, in a :class:`Batcher` that runs the requests
 that queued up while the model was busy as one batch (and with ``batch_window_ms`` > 0 waits that
 long for more; measured not to pay on 2 cores, docs/RESULTS.md).
@@ -24,30 +29,41 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .batching import PIXEL_BUDGET, pixels_of, plan_runs, release_freed_memory
 from .classifier import Classifier, Prediction
 from .contract import leukedge_version
 from .decode import MAX_PIXELS, ImageError, decode_image
 from .files import sha256_file
+from .http_guard import (LocalOnly, PixelBudget, declared_pixels, expected_host_names,
+                         http_error_message, send_error)
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
 MAX_BATCH = 32
+TRIM_AFTER_PIXELS = 16_000_000  # frames run since the heap was last trimmed
 
 
 class Batcher:
     """One worker thread that runs the model; requests queue pixels and wait for predictions.
 
-    Requests that queued up during the previous run are taken together (one model run per image
-    size); with ``window_ms`` > 0 the worker also waits that long after the first for more.
+    Requests that queued up during the previous run are taken together, at most ``max_batch``
+    images and ``pixel_budget`` pixels (an image over the budget runs alone; runs are planned by
+    :func:`~leukedge.runtime.batching.plan_runs`, one per image size); with ``window_ms`` > 0
+    the worker also waits that long after the first for more. When the queue is empty after
+    large frames, the worker hands freed memory back to the OS.
     """
 
-    def __init__(self, classifier: Classifier, window_ms: float = 0.0, max_batch: int = MAX_BATCH):
+    def __init__(self, classifier: Classifier, window_ms: float = 0.0, max_batch: int = MAX_BATCH,
+                 pixel_budget: int = PIXEL_BUDGET):
         self.classifier, self.window, self.max_batch = classifier, window_ms / 1000.0, max_batch
+        self.pixel_budget = pixel_budget
         self._queue: "queue.Queue[tuple[np.ndarray, Future]]" = queue.Queue()
+        self._carry: Optional[tuple[np.ndarray, Future]] = None  # taken, but over the budget
+        self._since_trim = 0
         self._thread = threading.Thread(target=self._work, daemon=True, name="leukedge-batcher")
         self._thread.start()
 
@@ -56,29 +72,48 @@ class Batcher:
         self._queue.put((pixels, future))
         return future
 
+    def _next(self, timeout: float):
+        return self._queue.get(timeout=timeout) if timeout > 0 else self._queue.get_nowait()
+
     def _collect(self) -> list:
-        items = [self._queue.get()]
+        items = [self._carry or self._queue.get()]
+        self._carry = None
+        pixels = pixels_of(np.shape(items[0][0]))
         deadline = time.monotonic() + self.window
-        while len(items) < self.max_batch:
-            remaining = deadline - time.monotonic()
+        while len(items) < self.max_batch and pixels < self.pixel_budget:
             try:
-                items.append(self._queue.get(timeout=max(remaining, 0)) if remaining > 0
-                             else self._queue.get_nowait())
+                item = self._next(deadline - time.monotonic())
             except queue.Empty:
                 break
+            if pixels + pixels_of(np.shape(item[0])) > self.pixel_budget:
+                self._carry = item  # the first of the next batch
+                break
+            items.append(item)
+            pixels += pixels_of(np.shape(item[0]))
+        self._since_trim += pixels
         return items
+
+    def _run(self, items: list) -> None:
+        images = [pixels for pixels, _ in items]
+        for run in plan_runs([np.shape(p) for p in images], self.max_batch, self.pixel_budget):
+            try:
+                predictions = self.classifier.predict_pixels([images[i] for i in run])
+            except Exception as e:  # the model failed: every waiting request learns why
+                for i in run:
+                    items[i][1].set_exception(e)
+                continue
+            for i, prediction in zip(run, predictions):
+                items[i][1].set_result(prediction)
 
     def _work(self) -> None:
         while True:
             items = self._collect()
-            try:
-                predictions = self.classifier.predict_pixels([p for p, _ in items])
-            except Exception as e:  # the model failed: every waiting request learns why
-                for _, future in items:
-                    future.set_exception(e)
-                continue
-            for (_, future), prediction in zip(items, predictions):
-                future.set_result(prediction)
+            self._run(items)
+            del items  # the frames go as soon as their requests have their answers
+            if (self._since_trim >= TRIM_AFTER_PIXELS and self._carry is None
+                    and self._queue.empty()):
+                release_freed_memory()
+                self._since_trim = 0
 
 
 class _TooLarge(Exception):
@@ -96,7 +131,7 @@ class UploadLimit:
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _send_json(send, 413, self._message())
+            return await send_error(send, 413, self._message())
         received, started = 0, False
 
         async def limited_receive():
@@ -117,21 +152,11 @@ class UploadLimit:
             await self.app(scope, limited_receive, tracked_send)
         except _TooLarge:
             if not started:
-                await _send_json(send, 413, self._message())
+                await send_error(send, 413, self._message())
 
-    def _message(self) -> dict:
-        return {"error": f"upload larger than the server's limit of "
-                         f"{self.limit / 2**20:.0f} MiB (leukedge serve --max-upload-mb)"}
-
-
-async def _send_json(send, status: int, body: dict) -> None:
-    import json
-
-    data = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
-    await send({"type": "http.response.body", "body": data})
+    def _message(self) -> str:
+        return (f"upload larger than the server's limit of {self.limit / 2**20:.0f} MiB "
+                "(leukedge serve --max-upload-mb)")
 
 
 def image_error_status(error: ImageError) -> int:
@@ -152,17 +177,33 @@ def prediction_row(name: str, prediction: Prediction, seconds: float, common: di
 
 
 def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-               batch_window_ms: float = 2.0, max_pixels: int = MAX_PIXELS) -> Any:
-    """The ASGI app (FastAPI) serving ``classifier``."""
+               batch_window_ms: float = 2.0, max_pixels: int = MAX_PIXELS, *,
+               host: str = "127.0.0.1", port: Optional[int] = None,
+               allowed_hosts: Sequence[str] = (), pixel_budget: Optional[int] = None) -> Any:
+    """The ASGI app (FastAPI) serving ``classifier``.
+
+    ``host``, ``port`` and ``allowed_hosts`` set which ``Host`` and ``Origin`` values are
+    accepted (runtime/http_guard.py; ``port`` None: any port); ``pixel_budget`` (default
+    ``batching.PIXEL_BUDGET``) bounds the pixels of the images held by requests in flight.
+    """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
 
     batcher = Batcher(classifier, batch_window_ms)
+    budget = PixelBudget(pixel_budget or PIXEL_BUDGET)
     sha = sha256_file(classifier.model_path)
     common = {"model": classifier.model_path.name, "model_sha256": sha,
               "precision": classifier.contract.precision, "leukedge_version": leukedge_version()}
-    app = FastAPI(title="leukedge", version=leukedge_version(), docs_url=None, redoc_url=None)
+    app = FastAPI(title="leukedge", version=leukedge_version(), docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request, exc):
+        return JSONResponse({"error": http_error_message(request, exc)},
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc):
@@ -172,6 +213,10 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
     async def _too_large(request, exc):  # the body passed the limit while the form was read
         return JSONResponse({"error": f"upload larger than the server's limit of "
                                       f"{max_upload_bytes / 2**20:.0f} MiB"}, status_code=413)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request, exc):  # the client left mid-upload: nobody to answer, nothing to log
+        return JSONResponse({"error": "client disconnected"}, status_code=400)
 
     @app.exception_handler(Exception)
     async def _internal(request, exc):
@@ -190,11 +235,19 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
 
     async def one(name: str, data: bytes) -> tuple[int, dict]:
         started = time.perf_counter()
+        pixels_held = declared_pixels(data, max_pixels)
+        await budget.acquire(pixels_held)
         try:
-            pixels = await asyncio.to_thread(decode_image, data, name, max_pixels)
-        except ImageError as e:
-            return image_error_status(e), {"path": name, "error": str(e), "needs_review": True}
-        prediction = await asyncio.wrap_future(batcher.submit(pixels))
+            try:
+                pixels = await asyncio.to_thread(decode_image, data, name, max_pixels)
+            except ImageError as e:
+                return image_error_status(e), {"path": name, "error": str(e),
+                                               "needs_review": True}
+            del data
+            prediction = await asyncio.wrap_future(batcher.submit(pixels))
+            del pixels
+        finally:
+            await budget.release(pixels_held)
         return 200, prediction_row(name, prediction, time.perf_counter() - started, common)
 
     @app.post("/v1/classify")
@@ -212,7 +265,8 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
             return JSONResponse(body, status_code=status)
         return JSONResponse({"results": [body for _, body in answers]})
 
-    return UploadLimit(app, max_upload_bytes)
+    names = expected_host_names(host, allowed_hosts)
+    return LocalOnly(UploadLimit(app, max_upload_bytes), names, port)
 
 
 def loopback(host: str) -> bool:

@@ -190,3 +190,32 @@ def test_cli_compare_defaults_to_the_bundled_variants(tiny_model_path, colour_da
     assert both.exit_code == 0, both.output
     models_column = [row["model"] for row in csv.DictReader(io.StringIO(both.output))]
     assert models_column == ["leukedge-default-fp32.onnx", "leukedge-default-int8.onnx"]
+
+
+def test_cli_compare_without_matplotlib_writes_the_report_without_plots(
+        tiny_model_path, colour_data, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # a [cpu]-only install
+    result = CliRunner().invoke(app, ["compare", str(tiny_model_path), "--data", str(colour_data),
+                                      "--out", str(tmp_path / "cmp"), "--iterations", "1"])
+    assert result.exit_code == 0, result.output
+    assert "plots not written" in result.stderr and "leukedge[train]" in result.stderr
+    written = sorted(p.name for p in (tmp_path / "cmp").iterdir())
+    assert written == ["comparison.csv", "comparison.json", "report.md"]
+    assert "![" not in (tmp_path / "cmp" / "report.md").read_text()
+    one = CliRunner().invoke(app, ["compare", str(tiny_model_path), "--data", str(colour_data),
+                                   "--out", str(tmp_path / "c.json"), "--format", "json",
+                                   "--iterations", "1"])
+    assert one.exit_code == 0 and "plots" not in one.stderr
+    assert json.loads((tmp_path / "c.json").read_text())["rows"]
+
+
+def test_cli_compare_out_naming_a_model_is_refused(make_tiny_onnx, colour_data, tmp_path):
+    model = make_tiny_onnx(tmp_path / "m.onnx")
+    before = model.read_bytes()
+    result = CliRunner().invoke(app, ["compare", str(model), "--data", str(colour_data),
+                                      "--out", str(model), "--format", "json"])
+    assert result.exit_code == 2 and f"--out {model} is the same file as the model" \
+        in result.stderr
+    assert model.read_bytes() == before

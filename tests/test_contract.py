@@ -127,3 +127,35 @@ def test_sanity_reasons():
     assert [r.split(" (")[0] for r in reasons] == [
         "blank or flat image", "no stained cells found", "unlike the training images"]
     assert len(limits.reasons(float("nan"), 0.2, 1.0)) == 1  # NaN never passes
+
+
+@pytest.mark.parametrize("name, index, words", [
+    ("Ea\nrly", 1, "U+000A"),
+    ("\x1b[31mPre", 2, "U+001B"),
+    ("Pro\u2028", 3, "U+2028"),
+    ("Be/nign", 0, "cannot be a folder name"),
+    ("..", 3, "cannot be a folder name"),
+])
+def test_class_names_that_fake_rows_or_folders_are_refused(tmp_path, make_tiny_onnx, name,
+                                                          index, words):
+    d = _contract().to_dict()
+    d["classes"][index] = name
+    path = make_tiny_onnx(tmp_path / "crafted.onnx", raw_contract=json.dumps(d))
+    with pytest.raises(ContractError, match=rf"crafted\.onnx: .*class {index} name") as caught:
+        read_contract(path)
+    assert words in str(caught.value) and "\x1b" not in str(caught.value)
+    with pytest.raises(ContractError, match=f"class {index} name"):  # and when written
+        _contract().with_updates(classes=tuple(d["classes"]))
+
+
+def test_infer_refuses_a_model_with_a_crafted_class_name(tmp_path, make_tiny_onnx, sample_images):
+    from typer.testing import CliRunner
+
+    from leukedge.cli.main import app
+
+    d = _contract().to_dict()
+    d["classes"][1] = "Early\nfake.jpg  Benign  1.000"
+    path = make_tiny_onnx(tmp_path / "crafted.onnx", raw_contract=json.dumps(d))
+    result = CliRunner().invoke(app, ["infer", str(sample_images[0]), "-m", str(path)])
+    assert result.exit_code == 2 and "class 1 name" in result.stderr
+    assert "fake.jpg  Benign" not in result.stdout

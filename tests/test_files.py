@@ -81,3 +81,14 @@ def test_atomic_write_keeps_the_mode_and_refuses_devices(tmp_path):
         atomic_write_text(fifo, "x")
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_files_left_out_for_their_suffix_are_listed(tmp_path):
+    for name in ("a.jpg", "b.avif", "c.GIF", "d.heic", ".hidden.gif", "sub/e.jp2", "sub/f.png"):
+        _touch(tmp_path / name)
+    listing = find_images([tmp_path])
+    assert [p.name for p in listing.paths] == ["a.jpg"]
+    assert [p.name for p in listing.skipped] == ["b.avif", "c.GIF", "d.heic"]
+    listing = find_images([tmp_path], recursive=True)
+    assert [p.name for p in listing.skipped] == ["b.avif", "c.GIF", "d.heic", "e.jp2"]
+    assert find_images([tmp_path / "b.avif"]).skipped == []  # named: kept, reported per file
