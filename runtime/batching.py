@@ -23,6 +23,9 @@ import sys
 import threading
 from typing import Optional, Sequence
 
+from .decode import image_format
+from .image_header import read_dimensions
+
 PIXEL_BUDGET = 32_000_000  # pixels decoded or in a model run at once (see above)
 MAX_RUN_IMAGES = 1024  # images per model run, whatever their size
 
@@ -30,6 +33,13 @@ MAX_RUN_IMAGES = 1024  # images per model run, whatever their size
 def pixels_of(shape: Sequence[int]) -> int:
     """Height x width of an image shape (H, W[, C])."""
     return int(shape[0]) * int(shape[1])
+
+
+def declared_pixels(data: bytes, max_pixels: int) -> int:
+    """The pixels an encoded image's header declares (``max_pixels`` when it cannot be read):
+    what decoding it will hold, known before decoding."""
+    dims = read_dimensions(data, image_format(data))
+    return min(dims[0] * dims[1], max_pixels) if dims else max_pixels
 
 
 def images_per_run(shape: Sequence[int], max_images: int, pixel_budget: int = PIXEL_BUDGET) -> int:

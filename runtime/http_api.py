@@ -33,12 +33,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .batching import PIXEL_BUDGET, pixels_of, plan_runs, release_freed_memory
+from .batching import (PIXEL_BUDGET, declared_pixels, pixels_of, plan_runs,
+                       release_freed_memory)
 from .classifier import Classifier, Prediction
 from .contract import leukedge_version
 from .decode import MAX_PIXELS, ImageError, decode_image
 from .files import sha256_file
-from .http_guard import (LocalOnly, PixelBudget, declared_pixels, expected_host_names,
+from .http_guard import (LocalOnly, PixelBudget, expected_host_names,
                          http_error_message, send_error)
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,6 @@ import socket
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit
 
-from .decode import image_format
-from .image_header import read_dimensions
 
 log = logging.getLogger("leukedge.runtime.http_api")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -199,12 +197,6 @@ class PixelBudget:
         async with self._changed:
             self.held -= pixels
             self._changed.notify_all()
-
-
-def declared_pixels(data: bytes, max_pixels: int) -> int:
-    """The pixels an upload's header declares (``max_pixels`` when it cannot be read)."""
-    dims = read_dimensions(data, image_format(data))
-    return min(dims[0] * dims[1], max_pixels) if dims else max_pixels
 
 
 def http_error_message(request, exc) -> str:

@@ -2,12 +2,20 @@
 
 A file is *ready* once its size and modification time have not changed for ``settle`` seconds.
 Names a writer uses while still writing (``.part``, ``.tmp``, ``.crdownload``, hidden files) are
-ignored until renamed. A ready file that still decodes as cut short is retried (each time it
-changes, or after ``retry_after``) until ``give_up`` seconds after it was first seen; then it is
-handed over anyway and reported as broken.
+ignored until renamed. Being ready is only a hint: the caller reads the file with
+:func:`leukedge.runtime.snapshot.read_snapshot`, and a file that changes while read, is empty,
+is still held open by its writer (Windows) or still decodes as cut short goes back to waiting
+(:meth:`Inbox.changed`, :meth:`Inbox.retry_later`). ``give_up`` counts from the file's *last
+change*, so a slow copy with pauses is never given up while it still grows; only a file that
+stayed cut short for ``give_up`` seconds is handed over and reported as broken.
 
-Scanning is the truth, events only a hint: on network shares filesystem events may never arrive,
-so the caller scans on a timer and lets events wake it early.
+Folders that are excluded (``--done``/``--failed`` inside the inbox) are never scanned. A
+missing inbox (deleted, unmounted share) or a subfolder that cannot be read is a *problem*:
+:meth:`Inbox.new_problems` returns each once, while it lasts, and the scan goes on.
+
+Names are compared as the operating system compares them (``os.path.normcase``: case-blind
+on Windows). Scanning is the truth, events only a hint: on network shares filesystem events may
+never arrive, so the caller scans on a timer and lets events wake it early.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from .files import find_images
 
@@ -32,12 +40,22 @@ def ignored(path: Path) -> bool:
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
 
 
+def same_name(path: str | os.PathLike) -> str:
+    """A path as the OS compares it: real (links resolved) and, on Windows, case-folded."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """``path`` is ``folder`` or somewhere below it (as the OS compares names)."""
+    inner, outer = same_name(path), same_name(folder)
+    return inner == outer or inner.startswith(outer.rstrip(os.sep) + os.sep)
+
+
 @dataclass
 class _Tracked:
     size: int
     mtime_ns: int
     changed_at: float
-    first_seen: float
     retry_at: float = 0.0
     done: bool = False
 
@@ -51,28 +69,47 @@ class Inbox:
     settle: float = DEFAULT_SETTLE
     give_up: float = DEFAULT_GIVE_UP
     retry_after: float = DEFAULT_RETRY
+    exclude: Sequence[Path] = ()
     problems: list = field(default_factory=list)
     _files: dict = field(default_factory=dict)
+    _reported: set = field(default_factory=set)
+
+    def _listing(self) -> list[Path]:
+        if not os.path.isdir(self.root):
+            self.problems = [(str(self.root), "the inbox folder is missing (deleted, moved or "
+                                              "its share unmounted); waiting for it to return")]
+            return []
+        listing = find_images([self.root], recursive=self.recursive)
+        self.problems = listing.problems
+        if not self.exclude:
+            return listing.paths
+        verdicts: dict = {}  # per folder, not per file: realpath costs system calls
+
+        def kept(path: Path) -> bool:
+            folder = os.path.dirname(path)
+            if folder not in verdicts:
+                verdicts[folder] = not any(is_inside(folder, f) for f in self.exclude)
+            return verdicts[folder]
+
+        return [p for p in listing.paths if kept(p)]
 
     def scan(self, now: Optional[float] = None) -> list[Path]:
         """The files that are ready now (stable for ``settle`` seconds, not waiting to retry)."""
         now = time.monotonic() if now is None else now
-        listing = find_images([self.root], recursive=self.recursive)
-        self.problems = listing.problems
         present = set()
         ready = []
-        for path in listing.paths:
+        for path in self._listing():
             if ignored(path):
                 continue
             try:
                 info = os.stat(path)
             except OSError:
                 continue  # gone between listing and stat
-            present.add(path)
-            state = self._files.get(path)
+            name = os.path.normcase(path)
+            present.add(name)
+            state = self._files.get(name)
             if state is None or (state.size, state.mtime_ns) != (info.st_size, info.st_mtime_ns):
-                first = state.first_seen if state else now
-                self._files[path] = _Tracked(info.st_size, info.st_mtime_ns, now, first)
+                self._files[name] = _Tracked(info.st_size, info.st_mtime_ns, now)
                 continue
             if (not state.done and now - state.changed_at >= self.settle
                     and now >= state.retry_at):
@@ -81,22 +118,46 @@ class Inbox:
             del self._files[gone]
         return ready
 
-    def retry_later(self, path: Path, now: Optional[float] = None) -> bool:
-        """Put back a file that is still cut short; False when it is past ``give_up``."""
+    def new_problems(self) -> list[tuple[str, str]]:
+        """Problems of the last scan not reported yet (each once while it lasts)."""
+        current = set(self.problems)
+        new = [p for p in self.problems if p not in self._reported]
+        self._reported = current
+        return new
+
+    def changed(self, path: Path, now: Optional[float] = None) -> None:
+        """It changed after the scan saw it (while read, or before a move): settle again."""
         now = time.monotonic() if now is None else now
-        state = self._files.get(path)
-        if state is None or now - state.first_seen >= self.give_up:
+        state = self._files.get(os.path.normcase(path))
+        if state is not None:
+            state.changed_at, state.retry_at, state.done = now, 0.0, False
+            state.size = -1  # the next scan records its new size and time
+
+    def retry_later(self, path: Path, now: Optional[float] = None) -> bool:
+        """Put back a file still cut short (or empty); False once it has not changed for
+        ``give_up`` seconds (then it gets its error row)."""
+        now = time.monotonic() if now is None else now
+        state = self._files.get(os.path.normcase(path))
+        if state is None or now - state.changed_at >= self.give_up:
             return False
         state.retry_at = now + self.retry_after
         return True
 
-    def mark_done(self, path: Path) -> None:
-        """Its row is written: leave it alone until it changes (a new version is new work)."""
-        if path in self._files:
-            self._files[path].done = True
+    def wait(self, path: Path, now: Optional[float] = None) -> None:
+        """Try again later, never give up (a file its writer still holds open)."""
+        now = time.monotonic() if now is None else now
+        state = self._files.get(os.path.normcase(path))
+        if state is not None:
+            state.retry_at = now + self.retry_after
+
+    def mark_done(self, path: Path, size: int, mtime_ns: int) -> None:
+        """Its row (for these size and mtime) is written: leave it alone until it changes."""
+        state = self._files.get(os.path.normcase(path))
+        if state is not None:
+            state.size, state.mtime_ns, state.done = size, mtime_ns, True
 
     def forget(self, path: Path) -> None:
-        self._files.pop(path, None)
+        self._files.pop(os.path.normcase(path), None)
 
     @property
     def pending(self) -> int:

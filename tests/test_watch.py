@@ -3,13 +3,12 @@ two halves; names still being written; give-up; moves; SIGTERM. Real processes, 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,33 +16,20 @@ import pytest
 
 from leukedge.runtime.journal import FileKey, ResultJournal
 
-LEUKEDGE = [sys.executable, "-m", "leukedge.cli"]
+from watch_helpers import distinct_jpeg, start, wait_for
+from watch_helpers import rows as _rows
+from watch_helpers import stop as _stop_with_stderr
 
 
-def _start(inbox: Path, out: Path, model: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([*LEUKEDGE, "watch", str(inbox), "-o", str(out), "-m", str(model),
-                             "--settle", "0.2", "--poll", "0.1", "--give-up", "3", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def _start(inbox: Path, out: Path, model: Path, *extra: str):
+    return start(str(inbox), out, model, *extra)
 
 
-def _rows(out: Path) -> list[dict]:
-    if not out.exists():
-        return []
-    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+def _stop(proc) -> int:
+    return _stop_with_stderr(proc)[0]
 
 
-def _wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out")
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=15)
+_wait_for = wait_for
 
 
 def test_every_image_gets_exactly_one_row_across_sigkills(tiny_model_path, sample_images,
@@ -55,7 +41,9 @@ def test_every_image_gets_exactly_one_row_across_sigkills(tiny_model_path, sampl
     proc = _start(inbox, out, tiny_model_path)
     for i in range(30):
         name = f"scan_{i:03d}.jpg"
-        shutil.copyfile(sample_images[i % len(sample_images)], inbox / name)
+        data = distinct_jpeg(sample_images[i % len(sample_images)].read_bytes(), i)
+        (inbox / f".{name}").write_bytes(data)  # hidden while written, then renamed
+        os.rename(inbox / f".{name}", inbox / name)
         names.append(name)
         time.sleep(rng.uniform(0.0, 0.08))
         if i % 6 == 5:  # kill at a random moment, restart at once
@@ -72,7 +60,23 @@ def test_every_image_gets_exactly_one_row_across_sigkills(tiny_model_path, sampl
     assert all(r["error"] is None for r in rows)
 
 
-def test_a_file_written_in_two_halves_gets_one_good_row(tiny_model_path, sample_images, tmp_path):
+def _expected(model: Path, data: bytes) -> dict:
+    from leukedge.runtime.classifier import Classifier
+
+    return dict(Classifier(model).predict(data).probabilities)
+
+
+def _assert_row_is_for(row: dict, data: bytes, model: Path) -> None:
+    """The row's key, size and probabilities are those of exactly these bytes."""
+    assert row["error"] is None and row["label"]
+    assert row["size_bytes"] == len(data)
+    assert row["sha256"] == hashlib.sha256(data).hexdigest()
+    expected = _expected(model, data)
+    assert row["probabilities"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_a_file_written_in_two_halves_gets_one_row_for_the_finished_bytes(
+        tiny_model_path, sample_images, tmp_path):
     inbox, out = tmp_path / "inbox", tmp_path / "rows.jsonl"
     inbox.mkdir()
     data = sample_images[0].read_bytes()
@@ -86,7 +90,75 @@ def test_a_file_written_in_two_halves_gets_one_good_row(tiny_model_path, sample_
     time.sleep(0.5)
     assert _stop(proc) == 0
     (row,) = _rows(out)
-    assert row["error"] is None and row["label"]
+    _assert_row_is_for(row, data, tiny_model_path)
+    assert row["mtime_ns"] == os.stat(inbox / "slow.jpg").st_mtime_ns
+
+
+def _encoded(sample: Path, ext: str) -> bytes:
+    import cv2
+
+    pixels = cv2.imread(str(sample))
+    ok, buf = cv2.imencode(ext, pixels)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("ext", [".bmp", ".tif"])
+def test_a_preallocated_file_is_moved_only_after_a_row_for_its_final_bytes(
+        ext, tiny_model_path, sample_images, tmp_path):
+    inbox, out, done = tmp_path / "inbox", tmp_path / "rows.jsonl", tmp_path / "done"
+    inbox.mkdir()
+    data = _encoded(sample_images[4], ext)
+    proc = _start(inbox, out, tiny_model_path, "--done", str(done))
+    with open(inbox / f"scan{ext}", "wb") as f:
+        f.truncate(len(data))  # preallocated: the final size at once, zeros
+        f.write(data[: len(data) * 3 // 10])
+        f.flush()
+        time.sleep(1.2)  # longer than --settle: size stable, 70% still zeros
+        f.write(data[len(data) * 3 // 10:])
+    _wait_for(lambda: len(_rows(out)) >= 1 and (done / f"scan{ext}").exists(), timeout=30)
+    time.sleep(0.5)
+    assert _stop(proc) == 0
+    (row,) = _rows(out)
+    _assert_row_is_for(row, data, tiny_model_path)
+    assert (done / f"scan{ext}").read_bytes() == data and list(inbox.iterdir()) == []
+
+
+def test_a_file_created_empty_and_filled_later_gets_one_row(tiny_model_path, sample_images,
+                                                             tmp_path):
+    inbox, out, failed = tmp_path / "inbox", tmp_path / "rows.jsonl", tmp_path / "failed"
+    inbox.mkdir()
+    data = sample_images[2].read_bytes()
+    proc = _start(inbox, out, tiny_model_path, "--failed", str(failed))
+    (inbox / "late.jpg").touch()
+    time.sleep(2.0)  # empty for longer than --settle (not yet --give-up 3)
+    assert _rows(out) == []
+    (inbox / "late.jpg").write_bytes(data)
+    _wait_for(lambda: len(_rows(out)) == 1, timeout=30)
+    time.sleep(0.5)
+    assert _stop(proc) == 0
+    (row,) = _rows(out)
+    _assert_row_is_for(row, data, tiny_model_path)
+    assert not failed.exists() or list(failed.iterdir()) == []
+
+
+def test_give_up_counts_from_the_last_change_not_from_first_seen(tiny_model_path,
+                                                                  sample_images, tmp_path):
+    inbox, out = tmp_path / "inbox", tmp_path / "rows.jsonl"
+    inbox.mkdir()
+    data = sample_images[3].read_bytes()
+    proc = _start(inbox, out, tiny_model_path, "--give-up", "1.5")
+    with open(inbox / "pauses.jpg", "wb") as f:
+        for part in range(1, 4):  # 3 pauses of 1 s: 3 s in all, > --give-up, no pause >= it
+            f.write(data[(part - 1) * len(data) // 4: part * len(data) // 4])
+            f.flush()
+            time.sleep(1.0)
+        f.write(data[3 * len(data) // 4:])
+    _wait_for(lambda: len(_rows(out)) == 1, timeout=30)
+    time.sleep(0.5)
+    assert _stop(proc) == 0
+    (row,) = _rows(out)
+    _assert_row_is_for(row, data, tiny_model_path)
 
 
 def test_names_in_progress_wait_and_give_up_and_moves(tiny_model_path, sample_images, tmp_path):
@@ -123,8 +195,7 @@ def test_the_journal_repairs_a_cut_row_and_adopts_unrecorded_ones(tmp_path):
     a = tmp_path / "a.jpg"
     a.write_bytes(b"x")
     key_a = FileKey.of(a)
-    row = lambda key: json.dumps({"path": key.path, "real_path": key.path,  # noqa: E731
-                                  "size_bytes": key.size, "mtime_ns": key.mtime_ns, "error": None})
+    row = lambda key: json.dumps({"path": key.path, **key.fields(), "error": None})  # noqa: E731
     journal.append([(key_a, row(key_a), True)])
     journal.close()
     b = tmp_path / "b.jpg"
