@@ -15,19 +15,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from datetime import datetime, timezone
 from typing import Optional, Sequence
+
+from leukedge.runtime.files import display_path
 
 FORMATS = ("table", "json", "csv")
 TABLE_MAX_PATH = 60
 PROVENANCE = ("model", "model_sha256", "precision", "leukedge_version")
-
-
-def display_path(path: str | os.PathLike) -> str:
-    """A path as printable text: undecodable bytes become ``\\xNN`` (never an encoding error)."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", errors="backslashreplace")
 
 
 def escape_controls(text: str) -> str:

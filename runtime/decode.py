@@ -138,6 +138,24 @@ def _apply_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+
+
+def regular_file_info(fd: int, name: str, max_bytes: int = MAX_FILE_BYTES) -> os.stat_result:
+    """``fstat`` of an open file; ImageError unless it is a regular file of at most
+    ``max_bytes`` (a folder, FIFO, socket or device is never read)."""
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(name, "is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError(name, "not a regular file (a FIFO, socket or device); "
+                               "only image files are read")
+    if info.st_size > max_bytes:
+        raise ImageError(name, f"file too large ({info.st_size / 2**20:.0f} MiB > "
+                               f"{max_bytes / 2**20:.0f} MiB)")
+    return info
+
+
 def read_file_bytes(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of a regular file, opened without blocking, at most ``max_bytes``.
 
@@ -146,7 +164,7 @@ def read_file_bytes(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) ->
     """
     name = os.fsdecode(path)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         raise ImageError(name, "file not found") from None
     except IsADirectoryError:
@@ -158,15 +176,7 @@ def read_file_bytes(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) ->
             raise ImageError(name, "file name too long") from None
         raise ImageError(name, f"cannot open file ({e.strerror or e})") from None
     try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise ImageError(name, "is a directory, not an image file")
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageError(name, "not a regular file (a FIFO, socket or device); "
-                                   "only image files are read")
-        if info.st_size > max_bytes:
-            raise ImageError(name, f"file too large ({info.st_size / 2**20:.0f} MiB > "
-                                   f"{max_bytes / 2**20:.0f} MiB)")
+        regular_file_info(fd, name, max_bytes)
         with os.fdopen(fd, "rb", closefd=True) as f:
             fd = -1
             data = f.read(max_bytes + 1)

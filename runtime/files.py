@@ -29,6 +29,12 @@ IMAGE_KINDS = "JPEG/PNG/TIFF/BMP/WebP"
 _MAGIC = set("*?[")
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """A path as printable text: bytes that are not UTF-8 become ``\\xNN`` (never an encoding
+    error), so a crafted or foreign file name cannot break a row."""
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -37,7 +37,8 @@ import stat
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .row_key import KEY_FIELDS, FileKey, printable, row_key
+from .files import display_path
+from .row_key import KEY_FIELDS, FileKey, row_key
 
 __all__ = ["FileKey", "JournalError", "KEY_FIELDS", "ResultJournal", "WriteError", "check_output",
            "row_key"]
@@ -67,7 +68,7 @@ class WriteError(Exception):
 
     def __init__(self, what: str, path: Path, error: BaseException):
         reason = getattr(error, "strerror", None) or str(error)
-        super().__init__(f"cannot write {what} {printable(path)} ({reason})")
+        super().__init__(f"cannot write {what} {display_path(path)} ({reason})")
         code = getattr(error, "errno", None)
         self.full = code in DISK_FULL or "full" in str(error).lower()
 
@@ -77,10 +78,10 @@ class JournalError(ValueError):
 
 
 def _journal_problem(path: Path, output: Path, error: BaseException) -> JournalError:
-    name = printable(path)
+    name = display_path(path)
     return JournalError(
         f"the journal {name} cannot be used ({error}). It is only an index of --output "
-        f"{printable(output)}: make it a writable file, or delete it (with {name}-wal and "
+        f"{display_path(output)}: make it a writable file, or delete it (with {name}-wal and "
         f"{name}-shm if present) and start again; it is rebuilt from the output")
 
 
@@ -90,10 +91,10 @@ def check_output(output: Path) -> None:
     except FileNotFoundError:
         return
     except OSError as e:
-        raise ValueError(f"--output {printable(output)} cannot be used ({e.strerror or e})"
+        raise ValueError(f"--output {display_path(output)} cannot be used ({e.strerror or e})"
                          ) from None
     if not stat.S_ISREG(mode):
-        raise ValueError(f"--output {printable(output)} is not a regular file (a folder, FIFO "
+        raise ValueError(f"--output {display_path(output)} is not a regular file (a folder, FIFO "
                          "or device such as /dev/null); give a file path")
 
 
@@ -222,10 +223,10 @@ class ResultJournal:
                 return fd
             os.close(fd)
         self.notices.append(
-            f"--output {printable(self.output)} was deleted, replaced or cut shorter while watch "
-            f"ran; it is started again{' with its CSV header' if self.header else ''} (rows it "
+            f"--output {display_path(self.output)} was deleted, replaced or cut shorter while "
+            f"watch ran; it is started again{' with its CSV header' if self.header else ''} (rows it "
             f"lost are not written again; to classify the inbox again, stop watch and delete "
-            f"{printable(self.path)})")
+            f"{display_path(self.path)})")
         self._cut_to = None
         try:
             self._repair(from_start=True)
@@ -242,7 +243,8 @@ class ResultJournal:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(
                 "INSERT OR IGNORE INTO rows VALUES (?, ?, ?, strftime('%s','now'))",
-                [(text, printable(k.path), int(ok)) for text, (k, ok) in self._unrecorded.items()])
+                [(text, display_path(k.path), int(ok))
+                 for text, (k, ok) in self._unrecorded.items()])
             self._record_output()
             self.db.execute("COMMIT")
         except sqlite3.Error as e:
@@ -285,7 +287,7 @@ class ResultJournal:
         if recorded == 0 and header is not None and tail.startswith(header + "\n"):
             tail = tail[len(header) + 1:]
         rows = _parse_rows(tail, self.fmt, header, self.output)
-        keys = [(k, printable(r.get("real_path") or ""), int(not r.get("error")))
+        keys = [(k, display_path(r.get("real_path") or ""), int(not r.get("error")))
                 for r in rows if (k := row_key(r)) is not None]
         self._bytes, self._ino = info.st_size, info.st_ino
         self.db.execute("BEGIN IMMEDIATE")
@@ -307,7 +309,7 @@ class ResultJournal:
         """An output of an earlier version (CSV without key columns): add them, empty."""
         first = data.split(b"\n", 1)[0].decode("utf-8", "replace")
         if self.legacy_header is None or first != self.legacy_header:
-            raise ValueError(f"--output {printable(self.output)} holds other rows (its first "
+            raise ValueError(f"--output {display_path(self.output)} holds other rows (its first "
                              "line is not this command's CSV header); choose another file")
         records = list(csv.reader(io.StringIO(data.decode("utf-8", "replace"), newline="")))
         extra = len(next(csv.reader([self.header]))) - len(records[0])
@@ -319,7 +321,7 @@ class ResultJournal:
         from .files import atomic_write_bytes
 
         atomic_write_bytes(self.output, new)
-        self.notices.append(f"--output {printable(self.output)} was written by an earlier "
+        self.notices.append(f"--output {display_path(self.output)} was written by an earlier "
                             f"leukedge: its header now ends with {', '.join(KEY_FIELDS)} "
                             "(empty for its old rows)")
         return new

@@ -23,12 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from .files import display_path
+
 KEY_FIELDS = ("real_path", "size_bytes", "mtime_ns", "sha256")  # in every row, CSV included
-
-
-def printable(path: str | os.PathLike) -> str:
-    """A path as text: bytes that are not UTF-8 become ``\\xNN``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True)
@@ -56,10 +53,10 @@ class FileKey:
     @property
     def path_text(self) -> str:
         """The key of earlier versions (and of files that could not be read)."""
-        return f"{printable(self.path)}\x1f{self.size}\x1f{self.mtime_ns}"
+        return f"{display_path(self.path)}\x1f{self.size}\x1f{self.mtime_ns}"
 
     def fields(self) -> dict:
-        return {"real_path": printable(self.path), "size_bytes": self.size,
+        return {"real_path": display_path(self.path), "size_bytes": self.size,
                 "mtime_ns": self.mtime_ns, "sha256": self.sha256}
 
 

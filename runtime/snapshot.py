@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from dataclasses import dataclass
 
-from .decode import MAX_FILE_BYTES, ImageError
+from .decode import MAX_FILE_BYTES, OPEN_FLAGS, ImageError, regular_file_info
 
 WINDOWS_SHARING_ERRORS = (32, 33)  # ERROR_SHARING_VIOLATION, ERROR_LOCK_VIOLATION
 
@@ -47,9 +46,8 @@ class Snapshot:
 
 def _open(path: str | os.PathLike) -> int:
     name = os.fsdecode(path)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
     try:
-        return os.open(path, flags)
+        return os.open(path, OPEN_FLAGS)
     except FileNotFoundError:
         raise NotReady(name, "gone") from None
     except PermissionError as e:
@@ -72,13 +70,7 @@ def read_snapshot(path: str | os.PathLike, max_bytes: int = MAX_FILE_BYTES) -> S
     name = os.fsdecode(path)
     fd = _open(path)
     try:
-        before = os.fstat(fd)
-        if not stat.S_ISREG(before.st_mode):
-            raise ImageError(name, "not a regular file (a FIFO, socket, device or folder); "
-                                   "only image files are read")
-        if before.st_size > max_bytes:
-            raise ImageError(name, f"file too large ({before.st_size / 2**20:.0f} MiB > "
-                                   f"{max_bytes / 2**20:.0f} MiB)")
+        before = regular_file_info(fd, name, max_bytes)
         chunks, total = [], 0
         while total <= max_bytes:
             chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
