@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from leukedge.runtime.evaluation.machine import describe_machine
+from leukedge.modelkit.evaluation.machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,7 @@ def keras_reference(images: list[Path], repeats: int = 3) -> dict:
     import numpy as np
 
     from leukedge.runtime.decode import load_image
-    from leukedge.runtime.graph.runner import PreprocessRunner
+    from leukedge.modelkit.graph.runner import PreprocessRunner
     from leukedge.train.model import HybridConfig, build_hybrid
 
     config = HybridConfig.resolve("densenet201", input_size=(224, 224), seg_features="gap")

@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from leukedge.runtime.evaluation.machine import describe_machine
+from leukedge.modelkit.evaluation.machine import describe_machine
 from leukedge.runtime.models import SAMPLES_DIR
 from results_file import append_run
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from leukedge.runtime.evaluation.machine import describe_machine
+from leukedge.modelkit.evaluation.machine import describe_machine
 from results_file import append_run
 
 LEUKEDGE = str(Path(sys.executable).with_name("leukedge"))

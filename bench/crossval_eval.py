@@ -41,13 +41,13 @@ from leukedge.export.onnx_export import (export_classical, export_keras,  # noqa
 from leukedge.export.cv_calibration import CvCalibration, precision_metrics  # noqa: E402
 from leukedge.export.quantize import QuantizeOptions, quantize_model  # noqa: E402
 from leukedge.runtime.classifier import Classifier  # noqa: E402
-from leukedge.runtime.confidence import (choose_review_threshold, expected_calibration_error,  # noqa: E402
+from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,  # noqa: E402
                                          fit_temperature, review_outcome, softmax)
 from leukedge.runtime.decode import load_image  # noqa: E402
-from leukedge.runtime.evaluation.labelled import select_evenly  # noqa: E402
+from leukedge.modelkit.evaluation.labelled import select_evenly  # noqa: E402
 from leukedge.runtime.files import atomic_write_text  # noqa: E402
-from leukedge.runtime.metrics import evaluate  # noqa: E402
-from leukedge.runtime.run_record import Calibration, RunRecord  # noqa: E402
+from leukedge.modelkit.metrics import evaluate  # noqa: E402
+from leukedge.modelkit.run_record import Calibration, RunRecord  # noqa: E402
 from leukedge.runtime.session import create_session  # noqa: E402
 from leukedge.train import load_model  # noqa: E402
 from leukedge.train.classical import load_network  # noqa: E402

@@ -54,7 +54,7 @@ def bench_command(
     model's in-graph preprocessing), decoding timed separately, the provider actually used,
     threads, and the machine (CPU model, cores, AVX-512/VNNI/AMX flags, onnxruntime version).
     """
-    from leukedge.runtime.evaluation.benchmark import bench_model, format_bench_table
+    from leukedge.modelkit.evaluation.benchmark import bench_model, format_bench_table
     from leukedge.runtime.files import atomic_write_text
 
     from .destination import model_file, refuse_inputs

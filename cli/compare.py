@@ -32,9 +32,9 @@ def keras_reference(path: Path):
     quiet_tensorflow()
     import numpy as np
 
-    from leukedge.runtime.confidence import softmax
-    from leukedge.runtime.graph.runner import PreprocessRunner
-    from leukedge.runtime.run_record import RunRecord
+    from leukedge.modelkit.confidence import softmax
+    from leukedge.modelkit.graph.runner import PreprocessRunner
+    from leukedge.modelkit.run_record import RunRecord
     from leukedge.train import load_model
 
     record = RunRecord.read(path.parent / "run.json")
@@ -77,9 +77,9 @@ def compare_command(
     preprocessing inside each model.
     """
     from leukedge.runtime.contract import read_contract
-    from leukedge.runtime.evaluation.comparison import compare_models
-    from leukedge.runtime.evaluation.comparison_report import render, write_report
-    from leukedge.runtime.evaluation.labelled import load_labelled
+    from leukedge.modelkit.evaluation.comparison import compare_models
+    from leukedge.modelkit.evaluation.comparison_report import render, write_report
+    from leukedge.modelkit.evaluation.labelled import load_labelled
     from leukedge.runtime.models import resolve_model
 
     from .destination import refuse_inputs
@@ -129,7 +129,7 @@ def _have_matplotlib() -> bool:
 def _write_without_plots(comparison, out: Path, fmt: str) -> list[Path]:
     """The report of ``write_report`` without the confusion-matrix PNGs (they need matplotlib,
     which a ``[cpu]`` install lacks); says so on stderr."""
-    from leukedge.runtime.evaluation.comparison_report import (format_csv, format_json,
+    from leukedge.modelkit.evaluation.comparison_report import (format_csv, format_json,
                                                                markdown_report, render)
     from leukedge.runtime.files import atomic_write_text
 

@@ -35,8 +35,8 @@ def resolve_run(source: Path) -> tuple[Path, Path]:
 
 def load_run_images(record, run_dir: Path, data: Optional[Path], parity_count: int):
     """(parity pixels, where, training pixels) from the run's split manifest."""
-    from leukedge.runtime.evaluation.labelled import load_labelled
-    from leukedge.runtime.splits import held_out_split
+    from leukedge.modelkit.evaluation.labelled import load_labelled
+    from leukedge.modelkit.splits import held_out_split
 
     data_dir = data or Path(record.data.get("dir", ""))
     split_file = run_dir / "split.json"
@@ -88,7 +88,7 @@ def export_command(
     (onnx.checker, ONNX Runtime, parity with Keras on real test images) before it is written.
     """
     with reported(ValueError):
-        from leukedge.runtime.run_record import RunRecord
+        from leukedge.modelkit.run_record import RunRecord
 
         model_path, run_file = resolve_run(source)
         record = RunRecord.read(run_file)

@@ -22,7 +22,7 @@ def calibration_paths(method: str, calib: Optional[Path], calib_size: int, data:
 
     For fp16 and dynamic they are only the images the child is checked on."""
     from leukedge.export.calibration_images import calibration_files
-    from leukedge.runtime.evaluation.labelled import load_labelled
+    from leukedge.modelkit.evaluation.labelled import load_labelled
 
     if calib is not None:
         return calibration_files(calib, calib_size)
@@ -127,8 +127,8 @@ def quantize_command(
     from leukedge.export.errors import AccuracyGateError
     from leukedge.export.quantize import QuantizeOptions, quantize_model
     from leukedge.runtime.contract import read_contract
-    from leukedge.runtime.evaluation.labelled import load_labelled
-    from leukedge.runtime.splits import held_out_split
+    from leukedge.modelkit.evaluation.labelled import load_labelled
+    from leukedge.modelkit.splits import held_out_split
 
     with reported(ValueError):
         classes = read_contract(model).classes

@@ -88,7 +88,7 @@ def read_cv_calibration(path: str | os.PathLike) -> CvCalibration:
 
 def apply_cv_calibration(record, cv: CvCalibration):
     """The run record with the cross-validation's temperature, threshold and FP32 metrics."""
-    from leukedge.runtime.run_record import Calibration
+    from leukedge.modelkit.run_record import Calibration
 
     calibration = Calibration(temperature=cv.temperature, ece_before=cv.ece_before,
                               ece_after=cv.ece_after, fitted_on=cv.source)

@@ -2,7 +2,7 @@
 
 The members are one-file models (``leukedge export``, optionally ``leukedge quantize``d); the
 result takes the same uint8 ``image``, runs every member's own preprocessing and network on it
-and outputs the weighted mean of their calibrated ``probs`` (runtime/graph/ensemble.py). The
+and outputs the weighted mean of their calibrated ``probs`` (modelkit/graph/ensemble.py). The
 input checks and the stain mask are the first member's, so put the CNN first. What the
 ensemble is worth comes from a cross-validation of the same members (bench/cv_ensemble.py
 writes a ``calibration.json``: the review threshold and the metrics per precision); without
@@ -108,7 +108,7 @@ def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.
     """
     import onnx
 
-    from leukedge.runtime.graph.ensemble import compose_ensemble
+    from leukedge.modelkit.graph.ensemble import compose_ensemble
 
     paths = [Path(p) for p in member_paths]
     out = Path(out_path)

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from leukedge.runtime.contract import ModelContract, leukedge_version
-from leukedge.runtime.evaluation.machine import describe_machine
+from leukedge.modelkit.evaluation.machine import describe_machine
 
 # ``options`` below is a leukedge.export.quantize.QuantizeOptions (not imported: no circle)
 PRECISION_OF = {"static": "int8", "dynamic": "int8", "fp16": "fp16"}

@@ -6,7 +6,7 @@
 2. Input checks set on the training images (:mod:`.sanity`): the OOD statistics of the
    network's features and the contrast / stain-coverage minimums.
 3. The preprocessing graph, the network and the postprocessing graph joined into one model
-   (:func:`leukedge.runtime.graph.compose.compose_model`): uint8 RGB of any size in, calibrated
+   (:func:`leukedge.modelkit.graph.compose.compose_model`): uint8 RGB of any size in, calibrated
    probabilities and input measures out.
 4. Parity: ONNX Runtime on the raw pixels of real images against the source model (Keras, or
    the classical network) on the preprocessing graph's output, softmax with the same
@@ -24,13 +24,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.confidence import softmax
+from leukedge.modelkit.confidence import softmax
 from leukedge.runtime.contract import (ModelContract, SanityLimits, embed_contract,
                                        save_model)
-from leukedge.runtime.graph.compose import compose_model, output_names
-from leukedge.runtime.graph.postprocess import ood_metadata
-from leukedge.runtime.graph.runner import PreprocessRunner
-from leukedge.runtime.run_record import RunRecord
+from leukedge.modelkit.graph.compose import compose_model, output_names
+from leukedge.modelkit.graph.postprocess import ood_metadata
+from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.run_record import RunRecord
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .convert import OPSET, convert_network

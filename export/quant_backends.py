@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from leukedge.runtime.graph.compose import extract_network, other_node_names, replace_network
+from leukedge.modelkit.graph.compose import extract_network, other_node_names, replace_network
 
 from .errors import QuantizationError
 

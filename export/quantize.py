@@ -2,7 +2,7 @@
 
 Only the network is quantized: the preprocessing graph in front of it and the calibrated softmax
 and input checks behind it stay in float (their nodes are excluded by name,
-:func:`leukedge.runtime.graph.compose.other_node_names`), and the child takes the same uint8
+:func:`leukedge.modelkit.graph.compose.other_node_names`), and the child takes the same uint8
 pixels as its parent.
 
 - ``static``: INT8 QDQ through ``onnxruntime.quantization.quantize_static``, per-channel weights,
@@ -42,10 +42,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from leukedge.runtime.contract import ModelContract, contract_of_proto, embed_contract, save_model
-from leukedge.runtime.evaluation.labelled import LabelledSet, select_evenly
-from leukedge.runtime.evaluation.machine import describe_machine
+from leukedge.modelkit.evaluation.labelled import LabelledSet, select_evenly
+from leukedge.modelkit.evaluation.machine import describe_machine
 from leukedge.runtime.files import sha256_file
-from leukedge.runtime.metrics import evaluate
+from leukedge.modelkit.metrics import evaluate
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .calibration_images import ImageCalibrationReader, calibration_set_sha256

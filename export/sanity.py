@@ -6,7 +6,7 @@ Three measures, all computed inside the exported graph so every language gets th
 - ``stain_coverage`` (share of stain-coloured pixels): a photo that is not a stained smear
   has almost none;
 - ``ood_score`` (distance of the network's features to the training images', see
-  :mod:`leukedge.runtime.graph.postprocess`): noise, other tissue, other scenes.
+  :mod:`leukedge.modelkit.graph.postprocess`): noise, other tissue, other scenes.
 
 Limits are set from the training images' own distribution: half their 0.1% quantile for the two
 minimums, and ``OOD_MARGIN`` times their ``OOD_QUANTILE`` quantile for the score, so that about
@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from leukedge.runtime.contract import SanityLimits
-from leukedge.runtime.graph.postprocess import OodStats, fit_ood_stats
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.postprocess import OodStats, fit_ood_stats
+from leukedge.modelkit.graph.runner import PreprocessRunner
 
 MIN_QUANTILE = 0.001
 MIN_FACTOR = 0.5

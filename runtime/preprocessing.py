@@ -1,7 +1,7 @@
 """What a model does to raw pixels before its network: the preprocessing spec.
 
 Since contract schema 2 the preprocessing runs *inside* every leukedge ONNX file
-(:mod:`leukedge.runtime.graph.preprocess` builds it): the model takes uint8 RGB pixels of any
+(:mod:`leukedge.modelkit.graph.preprocess` builds it): the model takes uint8 RGB pixels of any
 size, and training, calibration, export checks, the Python runtime and any other language all
 run that same graph. This module only describes it; the description travels in the contract so
 a reader can see what the graph does without parsing it.

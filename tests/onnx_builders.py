@@ -3,7 +3,7 @@
 The network: the global mean of each channel of the preprocessed ``image`` (and of
 ``masked_image``) -> the ``features`` -> MatMul with fixed weights + bias -> ``logits``. It is
 joined to the real preprocessing and postprocessing graphs by
-:func:`leukedge.runtime.graph.compose.compose_model`, so these models take uint8 RGB pixels of
+:func:`leukedge.modelkit.graph.compose.compose_model`, so these models take uint8 RGB pixels of
 any size, exactly like an exported one. Different images give different, deterministic
 probabilities, and a batch's rows are independent, like a real classifier's.
 
@@ -19,13 +19,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from leukedge.runtime.confidence import softmax
+from leukedge.modelkit.confidence import softmax
 from leukedge.runtime.contract import (CONTRACT_KEY, DEFAULT_CLASSES, ModelContract,
                                        SanityLimits, embed_contract, save_model)
-from leukedge.runtime.graph.compose import compose_model, output_names
-from leukedge.runtime.graph.postprocess import OodStats
-from leukedge.runtime.graph.preprocess import OPSET
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.compose import compose_model, output_names
+from leukedge.modelkit.graph.postprocess import OodStats
+from leukedge.modelkit.graph.preprocess import OPSET
+from leukedge.modelkit.graph.runner import PreprocessRunner
 from leukedge.runtime.preprocessing import PreprocessSpec
 
 TINY_INPUT_SIZE = (32, 32)

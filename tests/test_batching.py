@@ -117,7 +117,7 @@ def test_bench_batch_sizes_are_bounded():
 def test_bench_with_large_images_is_bounded_by_pixels(tmp_path, tiny_model_path):
     import cv2
 
-    from leukedge.runtime.evaluation.benchmark import bench_model
+    from leukedge.modelkit.evaluation.benchmark import bench_model
 
     frame = np.full((2000, 2000, 3), 200, np.uint8)  # 4 MP: 8 per run at the 32 MP budget
     for i in range(3):

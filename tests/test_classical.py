@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from dataset_builders import real_images, tiny_real_dataset
 from leukedge.runtime.contract import read_contract
-from leukedge.runtime.graph.features import N_FEATURES, feature_names, features_model
+from leukedge.modelkit.graph.features import N_FEATURES, feature_names, features_model
 from leukedge.runtime.preprocessing import HsvMaskSpec
 
 SIZE = 64

@@ -13,10 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from leukedge.cli.main import app
-from leukedge.runtime.evaluation.benchmark import bench_model
-from leukedge.runtime.evaluation.comparison import Candidate, compare_candidates, compare_models
-from leukedge.runtime.evaluation.comparison_report import COLUMNS, FORMATS, render, write_report
-from leukedge.runtime.evaluation.labelled import load_labelled
+from leukedge.modelkit.evaluation.benchmark import bench_model
+from leukedge.modelkit.evaluation.comparison import Candidate, compare_candidates, compare_models
+from leukedge.modelkit.evaluation.comparison_report import COLUMNS, FORMATS, render, write_report
+from leukedge.modelkit.evaluation.labelled import load_labelled
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 RGB = {"red": (200, 60, 60), "green": (60, 200, 60), "blue": (60, 60, 200), "dark": (40, 40, 40)}

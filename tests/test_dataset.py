@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from dataset_builders import ALL_DATA, CLASSES, read_all_manifest, synthetic_dataset
-from leukedge.runtime.duplicates import duplicate_groups, near_duplicate_pairs, thumbnail
-from leukedge.runtime.dataset import Dataset, ImageRecord, data_manifest_sha256, discover_dataset
-from leukedge.runtime.splits import (SplitManifest, make_folds, make_split, read_split_manifest,
+from leukedge.modelkit.duplicates import duplicate_groups, near_duplicate_pairs, thumbnail
+from leukedge.modelkit.dataset import Dataset, ImageRecord, data_manifest_sha256, discover_dataset
+from leukedge.modelkit.splits import (SplitManifest, make_folds, make_split, read_split_manifest,
                                      select_split, write_split_manifest)
 
 
@@ -199,7 +199,7 @@ def test_reading_a_bad_manifest_says_so(tmp_path):
 def test_dataset_metrics_and_train_package_import_without_tensorflow():
     import subprocess
 
-    code = ("import sys, leukedge.runtime.dataset, leukedge.runtime.metrics, leukedge.train; "
+    code = ("import sys, leukedge.modelkit.dataset, leukedge.modelkit.metrics, leukedge.train; "
             "heavy = [m for m in ('tensorflow', 'keras', 'matplotlib') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -18,7 +18,7 @@ from dataset_builders import real_images, tiny_real_dataset
 from leukedge.cli.main import app
 from leukedge.runtime.contract import read_contract
 from leukedge.runtime.files import list_images, sha256_file
-from leukedge.runtime.run_record import RunRecord
+from leukedge.modelkit.run_record import RunRecord
 
 TINY = ["--input-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
         "--bank-copies", "2"]
@@ -49,9 +49,9 @@ def pipeline(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_exported_model_predicts_what_keras_predicts(pipeline):
-    from leukedge.runtime.confidence import softmax
+    from leukedge.modelkit.confidence import softmax
     from leukedge.runtime.decode import load_image
-    from leukedge.runtime.graph.runner import PreprocessRunner
+    from leukedge.modelkit.graph.runner import PreprocessRunner
     from leukedge.train import load_model
 
     data, run, _ = pipeline

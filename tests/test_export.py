@@ -19,7 +19,7 @@ from leukedge.export.memory import available_memory_bytes
 from leukedge.runtime.contract import read_contract
 from leukedge.runtime.decode import load_image
 from leukedge.runtime.preprocessing import PreprocessSpec
-from leukedge.runtime.run_record import Calibration, RunRecord
+from leukedge.modelkit.run_record import Calibration, RunRecord
 
 SIZE = 32
 
@@ -109,8 +109,8 @@ def pixels(sample_images) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_export_writes_a_one_file_model_that_takes_raw_pixels(tmp_path, pixels):
     from leukedge.runtime.classifier import Classifier
-    from leukedge.runtime.confidence import softmax
-    from leukedge.runtime.graph.runner import PreprocessRunner
+    from leukedge.modelkit.confidence import softmax
+    from leukedge.modelkit.graph.runner import PreprocessRunner
 
     model, run = _tiny_network(), record()
     out = tmp_path / "model.onnx"
@@ -171,8 +171,8 @@ def test_cli_exports_a_run_folder_with_a_triton_repository(tmp_path, sample_imag
     from typer.testing import CliRunner
 
     from leukedge.cli.main import app
-    from leukedge.runtime.dataset import discover_dataset
-    from leukedge.runtime.splits import make_split, write_split_manifest
+    from leukedge.modelkit.dataset import discover_dataset
+    from leukedge.modelkit.splits import make_split, write_split_manifest
 
     from dataset_builders import tiny_real_dataset
 
@@ -206,8 +206,8 @@ def test_final_model_export_takes_the_cross_validation_calibration(tmp_path, sam
     from typer.testing import CliRunner
 
     from leukedge.cli.main import app
-    from leukedge.runtime.dataset import discover_dataset
-    from leukedge.runtime.splits import make_split, write_split_manifest
+    from leukedge.modelkit.dataset import discover_dataset
+    from leukedge.modelkit.splits import make_split, write_split_manifest
 
     from dataset_builders import tiny_real_dataset
 

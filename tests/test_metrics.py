@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from leukedge.runtime.metrics import (REFERENCE_COST_MATRIX, confusion_matrix, evaluate,
+from leukedge.modelkit.metrics import (REFERENCE_COST_MATRIX, confusion_matrix, evaluate,
                                       metrics_from_confusion, wilson_interval)
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")

@@ -30,8 +30,8 @@ def test_wheel_holds_the_package_and_nothing_else(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     code = [n for n in names if not n.startswith("leukedge-")]
     for expected in ("leukedge/runtime/decode.py", "leukedge/runtime/contract.py",
-                     "leukedge/runtime/session.py", "leukedge/runtime/graph/preprocess.py",
-                     "leukedge/runtime/evaluation/benchmark.py", "leukedge/cli/main.py",
+                     "leukedge/runtime/session.py", "leukedge/modelkit/graph/preprocess.py",
+                     "leukedge/modelkit/evaluation/benchmark.py", "leukedge/cli/main.py",
                      "leukedge/train/__init__.py", "leukedge/export/__init__.py"):
         assert expected in code
     assert all(n.startswith("leukedge/") for n in code), code

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from leukedge.runtime.decode import load_image
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.runner import PreprocessRunner
 from leukedge.runtime.preprocessing import HsvMaskSpec, PreprocessSpec
 
 SPEC = PreprocessSpec(input_size=(8, 8), masked_input=True)  # x / 255, the mask as an input

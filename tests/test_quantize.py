@@ -17,9 +17,9 @@ from leukedge.export import (AccuracyGateError, ImageCalibrationReader, Quantiza
                              quantize_model)
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.contract import ModelContract, embed_contract, read_contract, save_model
-from leukedge.runtime.evaluation.labelled import load_labelled, select_evenly
+from leukedge.modelkit.evaluation.labelled import load_labelled, select_evenly
 from leukedge.runtime.files import sha256_file
-from leukedge.runtime.graph.compose import compose_model, output_names
+from leukedge.modelkit.graph.compose import compose_model, output_names
 from leukedge.runtime.preprocessing import PreprocessSpec
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
@@ -272,7 +272,7 @@ def test_gate_refusal_names_the_saturating_cpu_and_the_flag() -> None:
 
     from leukedge.export.gate import GateResult
     from leukedge.export.quantize import _gate_error
-    from leukedge.runtime.evaluation.machine import describe_machine
+    from leukedge.modelkit.evaluation.machine import describe_machine
 
     reference = {"accuracy": 0.99, "cost_per_sample": 0.05}
     failed = GateResult(reference, {"accuracy": 0.60, "cost_per_sample": 0.9}, 1.0, 0.05, "val")

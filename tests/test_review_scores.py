@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from leukedge.runtime.classifier import Prediction
-from leukedge.runtime.evaluation.labelled import LabelledSet
-from leukedge.runtime.evaluation.review_scores import review_scores
+from leukedge.modelkit.evaluation.labelled import LabelledSet
+from leukedge.modelkit.evaluation.review_scores import review_scores
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 

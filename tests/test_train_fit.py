@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from dataset_builders import synthetic_dataset, tiny_real_dataset
 from leukedge.cli import train as train_cli
-from leukedge.runtime.splits import read_split_manifest
+from leukedge.modelkit.splits import read_split_manifest
 from leukedge.runtime.files import sha256_file
-from leukedge.runtime.run_record import RunRecord
+from leukedge.modelkit.run_record import RunRecord
 
 TWO_PHASE = ["--input-size", "64", "--epochs", "2", "--head-epochs", "2", "--batch-size", "8",
              "--bank-copies", "2"]
@@ -99,7 +99,7 @@ def test_an_excluded_image_is_kept_out_and_recorded(lite_run):
 
 
 def test_exclude_takes_the_duplicates_along(tmp_path, cache):
-    from leukedge.runtime.dataset import discover_dataset
+    from leukedge.modelkit.dataset import discover_dataset
     from leukedge.train.fit import exclude_images, prepare_images
 
     data = synthetic_dataset(tmp_path / "data", per_class=3, duplicates=1)
@@ -127,9 +127,9 @@ def test_split_option_allows_a_final_model_without_test_split():
 
 @pytest.mark.slow
 def test_test_metrics_are_those_of_the_saved_model(lite_run):
-    from leukedge.runtime.confidence import softmax
+    from leukedge.modelkit.confidence import softmax
     from leukedge.runtime.decode import load_image
-    from leukedge.runtime.graph.runner import PreprocessRunner
+    from leukedge.modelkit.graph.runner import PreprocessRunner
     from leukedge.train import load_model
 
     data, out, _ = lite_run

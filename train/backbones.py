@@ -15,7 +15,7 @@ Normalisation ``(x - mean) / std`` on 0-255 RGB pixels, per row:
   models normalise 0-255 input themselves;
 - ``small_cnn``: x / 255.
 - ``svm``, ``xgboost`` (kind ``classical``): none; their network starts with the hand-made
-  feature graph (:mod:`leukedge.runtime.graph.features`), which reads 0-255 pixels.
+  feature graph (:mod:`leukedge.modelkit.graph.features`), which reads 0-255 pixels.
 
 Every ``keras.applications`` backbone passes through
 :func:`leukedge.train.convertible.make_convertible`, which swaps the layers tf2onnx cannot

@@ -1,6 +1,6 @@
 """The reference study's classical rows: an SVM and XGBoost on hand-made features.
 
-The features are those of :mod:`leukedge.runtime.graph.features` (HSV histograms with and
+The features are those of :mod:`leukedge.modelkit.graph.features` (HSV histograms with and
 without the stain mask, colour moments, mask area, gradient and co-occurrence texture), computed
 by running that graph in ONNX Runtime on the preprocessing graph's output, so what the
 classifier was fitted on is exactly what the exported model computes.
@@ -32,9 +32,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from leukedge.runtime.files import atomic_write_bytes
-from leukedge.runtime.graph.features import N_FEATURES, feature_nodes
-from leukedge.runtime.graph.preprocess import OPSET
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.features import N_FEATURES, feature_nodes
+from leukedge.modelkit.graph.preprocess import OPSET
+from leukedge.modelkit.graph.runner import PreprocessRunner
 
 from .augment import augment
 from .data import run_graph
@@ -91,7 +91,7 @@ class ClassicalModel:
 
 
 def _features_session(size: tuple[int, int], mask):
-    from leukedge.runtime.graph.features import features_model
+    from leukedge.modelkit.graph.features import features_model
     from leukedge.runtime.session import create_session
 
     session, _ = create_session(features_model(mask, size).SerializeToString(), provider="cpu")

@@ -27,10 +27,10 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from leukedge.runtime.dataset import discover_dataset
+from leukedge.modelkit.dataset import discover_dataset
 from leukedge.runtime.files import atomic_write_text
-from leukedge.runtime.graph.runner import PreprocessRunner
-from leukedge.runtime.splits import make_folds, make_split
+from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.splits import make_folds, make_split
 
 from .fit import Prepared, fit_partition, prepare_images
 from .predict import predict_logits

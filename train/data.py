@@ -3,7 +3,7 @@ preprocessing graph -> batches.
 
 Each image is decoded once (:mod:`leukedge.train.image_cache` keeps the decoded pixels on disk
 between runs) and kept as uint8 at its native size. Every epoch augments at native size and then
-runs :class:`~leukedge.runtime.graph.runner.PreprocessRunner`, the very graph the exported model
+runs :class:`~leukedge.modelkit.graph.runner.PreprocessRunner`, the very graph the exported model
 carries, which resizes to the model's input size, normalises and computes the HSV mask. Without
 augmentation the training inputs are therefore bit-identical to what the deployed model computes.
 
@@ -19,8 +19,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.dataset import Dataset, ImageRecord
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.dataset import Dataset, ImageRecord
+from leukedge.modelkit.graph.runner import PreprocessRunner
 from leukedge.runtime.decode import ImageError, load_image
 
 from .augment import AugmentSpec, augment

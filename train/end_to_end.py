@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.runner import PreprocessRunner
 
 from .data import BatchSource, class_weights, to_tf_dataset
 from .schedule import cosine_learning_rate

@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.runner import PreprocessRunner
 
 from .augment import AugmentSpec, augment
 from .data import run_graph

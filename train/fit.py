@@ -25,11 +25,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.dataset import Dataset, discover_dataset
-from leukedge.runtime.splits import make_split, write_split_manifest
-from leukedge.runtime.duplicates import duplicate_groups, thumbnail
-from leukedge.runtime.graph.runner import PreprocessRunner
-from leukedge.runtime.run_record import RunRecord
+from leukedge.modelkit.dataset import Dataset, discover_dataset
+from leukedge.modelkit.splits import make_split, write_split_manifest
+from leukedge.modelkit.duplicates import duplicate_groups, thumbnail
+from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.run_record import RunRecord
 
 from .backbones import resolve_weights
 from .end_to_end import fit_end_to_end

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leukedge.runtime.dataset import Dataset, ImageRecord
+from leukedge.modelkit.dataset import Dataset, ImageRecord
 from leukedge.runtime.files import atomic_write_bytes
 
 from .data import load_images

@@ -1,7 +1,7 @@
 """The classifier: backbone(image) [+ U-Net-style block on the masked image] -> head.
 
 Interfaces (docs/ARCHITECTURE.md): the Keras model takes the outputs of the preprocessing graph
-(:mod:`leukedge.runtime.graph.preprocess`), ``image`` (normalised, float32 NHWC) and, for a
+(:mod:`leukedge.modelkit.graph.preprocess`), ``image`` (normalised, float32 NHWC) and, for a
 hybrid, ``masked_image`` ([0, 1]); its output layer is the linear ``logits`` (trained with a
 from-logits cross-entropy) and the head's input is the layer ``features``. Export reads both:
 it puts the softmax with the calibrated temperature behind the logits, and the

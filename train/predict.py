@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.runner import PreprocessRunner
 
 from .data import run_graph
 

@@ -1,6 +1,6 @@
 """The end of a training run: held-out evaluation, calibration, and the run folder's files.
 
-``run.json`` is a :class:`~leukedge.runtime.run_record.RunRecord`, the typed record export reads
+``run.json`` is a :class:`~leukedge.modelkit.run_record.RunRecord`, the typed record export reads
 (docs/ARCHITECTURE.md). The temperature and the review threshold are chosen on the validation
 split; the test split is only scored.
 """
@@ -14,12 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
-from leukedge.runtime.confidence import (choose_review_threshold, expected_calibration_error,
+from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,
                                          fit_temperature, softmax)
 from leukedge.runtime.contract import leukedge_version
 from leukedge.runtime.files import sha256_file
-from leukedge.runtime.metrics import REFERENCE_COST_MATRIX, evaluate
-from leukedge.runtime.run_record import RUN_FILE, Calibration, RunRecord
+from leukedge.modelkit.metrics import REFERENCE_COST_MATRIX, evaluate
+from leukedge.modelkit.run_record import RUN_FILE, Calibration, RunRecord
 
 from .model import count_parameters
 from .run_folder import plot_history, predictions_table, save_keras_model, write_json

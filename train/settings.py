@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
-from leukedge.runtime.splits import DEFAULT_FRACTIONS
+from leukedge.modelkit.splits import DEFAULT_FRACTIONS
 
 from .augment import AugmentSpec
 

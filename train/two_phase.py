@@ -20,8 +20,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.confidence import nll
-from leukedge.runtime.graph.runner import PreprocessRunner
+from leukedge.modelkit.confidence import nll
+from leukedge.modelkit.graph.runner import PreprocessRunner
 
 from .data import class_weights, run_graph
 from .feature_bank import FeatureBank

@@ -29,7 +29,7 @@ def review_scores(labels: Sequence[int], predictions: Sequence, classes: Sequenc
     """Scores of ``predictions`` (one per image, objects with ``label``, ``probabilities``,
     ``needs_review`` and ``review_reasons``) against true class indices ``labels``.
 
-    Returns a JSON-ready dict: the keys of :func:`leukedge.runtime.metrics.evaluate` (n,
+    Returns a JSON-ready dict: the keys of :func:`leukedge.modelkit.metrics.evaluate` (n,
     accuracy, accuracy_ci95, cost_per_sample, per_class, confusion_matrix, ...), and ece,
     flagged_rate, errors, errors_caught, unflagged_errors (count), unflagged (the files:
     path, true, predicted, confidence), review_reasons (reason -> images).

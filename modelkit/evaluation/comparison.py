@@ -16,8 +16,9 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from ..batching import images_per_run, plan_runs
-from ..classifier import Classifier, stack_batch
+from leukedge.runtime.batching import images_per_run, plan_runs
+from leukedge.runtime.classifier import Classifier, stack_batch
+
 from ..metrics import evaluate
 from .labelled import LabelledSet
 from .machine import describe_machine

@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from leukedge.runtime.preprocessing import HsvMaskSpec
+
 from .preprocess import LUMA, Builder, checked_model, hsv_channels, stain_colour, stain_mask
-from ..preprocessing import HsvMaskSpec
 
 INPUT = "image"
 OUTPUT = "features"

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocessing import HsvMaskSpec, PreprocessSpec
+from leukedge.runtime.preprocessing import HsvMaskSpec, PreprocessSpec
 
 OPSET = 18
 INPUT = "image"

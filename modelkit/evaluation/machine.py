@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 import platform
 
-from ..cpu import VNNI_FLAGS, cpu_flags, cpuinfo
-from ..session import usable_cpus
+from leukedge.runtime.cpu import VNNI_FLAGS, cpu_flags, cpuinfo
+from leukedge.runtime.session import usable_cpus
 
 INTERESTING_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni",
                      "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")

@@ -1,6 +1,6 @@
 """Labelled images for evaluation: a class-folder tree, or one split of a split manifest.
 
-Images are chosen through :mod:`leukedge.runtime.dataset`, so "the test split" means the same
+Images are chosen through :mod:`leukedge.modelkit.dataset`, so "the test split" means the same
 files everywhere, and decoded through :mod:`leukedge.runtime.decode`. Files that cannot be
 decoded are reported by name, never a traceback.
 
@@ -18,9 +18,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from leukedge.runtime.decode import ImageError, load_image
+
 from ..dataset import discover_dataset
 from ..splits import read_split_manifest, select_split
-from ..decode import ImageError, load_image
 
 
 def select_evenly(paths: Sequence[Path], size: Optional[int]) -> list[Path]:

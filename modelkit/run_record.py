@@ -20,9 +20,9 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
-from .errors import LeukedgeError
-from .files import atomic_write_text, read_json_object
-from .preprocessing import PreprocessSpec
+from leukedge.runtime.errors import LeukedgeError
+from leukedge.runtime.files import atomic_write_text, read_json_object
+from leukedge.runtime.preprocessing import PreprocessSpec
 
 RUN_RECORD_VERSION = 2
 RUN_FILE = "run.json"

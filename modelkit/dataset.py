@@ -1,7 +1,7 @@
 """Labelled dataset discovery: which files are which class, and their content hashes.
 
 Framework-free (numpy and the standard library). Splits and folds of a dataset are
-:mod:`leukedge.runtime.splits`.
+:mod:`leukedge.modelkit.splits`.
 
 Layouts: ``<root>/<class>/*.jpg`` or the public ALL layout ``<root>/Original/<class>/...`` and
 ``<root>/Segmented/<class>/...`` (``variant`` picks one). Paths in a manifest are relative to the
@@ -26,8 +26,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .contract import DEFAULT_CLASSES
-from .files import IMAGE_SUFFIXES, sha256_file
+from leukedge.runtime.contract import DEFAULT_CLASSES
+from leukedge.runtime.files import IMAGE_SUFFIXES, sha256_file
 
 VARIANTS = ("original", "segmented")
 

@@ -1,6 +1,6 @@
 """Run the preprocessing graph on its own: what training and calibration feed their networks.
 
-The graph is built once per spec (:func:`~leukedge.runtime.graph.preprocess.preprocess_model`)
+The graph is built once per spec (:func:`~leukedge.modelkit.graph.preprocess.preprocess_model`)
 and run through :func:`~leukedge.runtime.session.create_session`, the one door to ONNX Runtime,
 so the pixels a network is trained on come from the very graph that the exported model carries.
 
@@ -15,8 +15,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..preprocessing import PreprocessSpec
-from ..session import create_session
+from leukedge.runtime.preprocessing import PreprocessSpec
+from leukedge.runtime.session import create_session
+
 from .preprocess import (INPUT, NET_IMAGE, NET_MASKED, QUALITY_OUTPUTS, STAIN_MASK,
                          preprocess_model)
 

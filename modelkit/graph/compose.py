@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..preprocessing import PreprocessSpec
+from leukedge.runtime.preprocessing import PreprocessSpec
+
 from .postprocess import OOD_SCORE, PROBS, OodStats, postprocess_nodes
 from .preprocess import (NET_IMAGE, NET_MASKED, OPSET, QUALITY_OUTPUTS, STAIN_MASK,
                          input_value_info, preprocess_nodes)

@@ -15,11 +15,12 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..batching import PIXEL_BUDGET
-from ..classifier import Classifier
-from ..decode import load_image
-from ..files import find_images
-from ..models import SAMPLES_DIR
+from leukedge.runtime.batching import PIXEL_BUDGET
+from leukedge.runtime.classifier import Classifier
+from leukedge.runtime.decode import load_image
+from leukedge.runtime.files import find_images
+from leukedge.runtime.models import SAMPLES_DIR
+
 from .machine import describe_machine, machine_line
 from .timing import batch_of, percentiles_ms, time_calls
 

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
-from ..files import atomic_write_bytes, atomic_write_text
+from leukedge.runtime.files import atomic_write_bytes, atomic_write_text
 
 from .machine import machine_line
 

@@ -2,7 +2,7 @@
 
 Training, export checks and the comparison command all select images through this module, so
 "the test split" means the same files everywhere. Members of a duplicate group (exact copies,
-and near-identical views, :mod:`leukedge.runtime.duplicates`) always share a split or a fold.
+and near-identical views, :mod:`leukedge.modelkit.duplicates`) always share a split or a fold.
 
 Example:
     >>> ds = discover_dataset("/data/ALL", variant="original")
@@ -22,8 +22,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from leukedge.runtime.files import atomic_write_text
+
 from .dataset import Dataset, ImageRecord
-from .files import atomic_write_text
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS = (0.64, 0.20, 0.16)  # the reference study: 80/20 train/test, then 80/20 train/val
@@ -114,7 +115,7 @@ def _groups_by_label(dataset: Dataset, groups: Optional[dict[str, str]]
                      ) -> dict[str, list[list[ImageRecord]]]:
     """Per class, the duplicate groups (sorted by key) of the dataset's records.
 
-    ``groups`` maps relpath -> group key (:func:`~leukedge.runtime.duplicates.duplicate_groups`);
+    ``groups`` maps relpath -> group key (:func:`~leukedge.modelkit.duplicates.duplicate_groups`);
     None groups byte-identical files only. A group whose members carry different labels is
     filed under its first member's label (sorted by path).
     """
