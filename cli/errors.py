@@ -27,14 +27,9 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 def exit_code(error: BaseException) -> int:
     """1 for a check that refused a result, 2 for everything a user fixes before rerunning."""
-    from leukedge.runtime.errors import LeukedgeError
+    from leukedge.runtime.errors import CheckRefused
 
-    refused = {"ExportError", "ParityError", "UnsupportedOpError", "QuantizationError",
-               "AccuracyGateError", "ModelTooLargeError"}
-    if isinstance(error, LeukedgeError) and any(c.__name__ in refused
-                                                for c in type(error).__mro__):
-        return EXIT_FAILED
-    return EXIT_USAGE
+    return EXIT_FAILED if isinstance(error, CheckRefused) else EXIT_USAGE
 
 
 @contextlib.contextmanager

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from leukedge.runtime.errors import LeukedgeError
+from leukedge.runtime.errors import CheckRefused
 
 
-class ExportError(LeukedgeError, RuntimeError):
+class ExportError(CheckRefused, RuntimeError):
     """A Keras -> ONNX export did not produce a model we can trust."""
 
 
@@ -21,7 +21,7 @@ class ParityError(ExportError):
     """The ONNX model's outputs differ from the reference model's beyond the tolerance."""
 
 
-class QuantizationError(LeukedgeError, RuntimeError):
+class QuantizationError(CheckRefused, RuntimeError):
     """Quantization failed or produced a model that does not run."""
 
 

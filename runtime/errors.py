@@ -11,3 +11,8 @@ from __future__ import annotations
 
 class LeukedgeError(Exception):
     """Base of every leukedge error that is the input's or the setup's fault, not a bug."""
+
+
+class CheckRefused(LeukedgeError):
+    """The work was done, and a check refused its result (export parity, the quantization
+    gate): the command exits 1, where an error the user fixes before rerunning exits 2."""

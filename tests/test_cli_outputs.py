@@ -178,3 +178,16 @@ def test_files_that_are_not_images_are_named_not_skipped_silently(tiny_model_pat
     assert "skipped 6 files that are not JPEG/PNG/TIFF/BMP/WebP: c.avif, d.gif, e.heic, f.jp2, " \
            "g.txt and 1 more" in result.stderr
     assert ".hidden" not in result.stderr and "2/2 images classified" in result.stderr
+
+
+def test_exit_codes_follow_the_error_type():
+    """A check that refused a result exits 1; everything a user fixes before rerunning, 2."""
+    from leukedge.cli.errors import EXIT_FAILED, EXIT_USAGE, exit_code
+    from leukedge.export.errors import AccuracyGateError, ParityError, QuantizationError
+    from leukedge.runtime.contract import ContractError
+    from leukedge.runtime.models import ModelNotFoundError
+
+    for refused in (ParityError("x"), AccuracyGateError("x"), QuantizationError("x")):
+        assert exit_code(refused) == EXIT_FAILED
+    for usage in (ContractError("x"), ModelNotFoundError("x"), ValueError("x")):
+        assert exit_code(usage) == EXIT_USAGE
