@@ -30,10 +30,8 @@ def keras_reference(path: Path):
     from .native_logs import quiet_tensorflow
 
     quiet_tensorflow()
-    import numpy as np
-
     from leukedge.modelkit.confidence import softmax
-    from leukedge.modelkit.graph.runner import PreprocessRunner
+    from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
     from leukedge.modelkit.run_record import RunRecord
     from leukedge.train import load_model
 
@@ -42,7 +40,7 @@ def keras_reference(path: Path):
     t = record.calibration.temperature
 
     def predict(pixels):
-        return softmax(np.asarray(model(runner(pixels), training=False)), t)
+        return softmax(network_logits(model, list(pixels), runner), t)
     return predict, path.stat().st_size
 
 

@@ -25,18 +25,19 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from leukedge.modelkit.confidence import softmax
-from leukedge.runtime.contract import (ModelContract, SanityLimits, embed_contract,
-                                       save_model)
 from leukedge.modelkit.graph.compose import compose_model, output_names
 from leukedge.modelkit.graph.postprocess import ood_metadata
-from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.run_record import RunRecord
+from leukedge.runtime.batching import model_runs
+from leukedge.runtime.contract import (ModelContract, SanityLimits, embed_contract,
+                                       save_model)
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .convert import OPSET, convert_network
 from .errors import ExportError, ParityError
 from .memory import check_conversion_memory
-from .parity import ParityReport, compare_probabilities, size_groups
+from .parity import PARITY_RUN_IMAGES, ParityReport, compare_probabilities
 from .sanity import SanityFit, fit_sanity
 
 PARITY_TOLERANCE = 1e-4
@@ -95,20 +96,10 @@ def contract_from_record(record: RunRecord, n_parameters: int, sanity: Optional[
 
 
 def model_probabilities(session: Any, images: Sequence[np.ndarray]) -> np.ndarray:
-    """``probs`` of a one-file model for decoded uint8 images (one run per image size)."""
+    """``probs`` of a one-file model for decoded uint8 images (runs by size, in input order)."""
     parts = {}
-    for indices, batch in size_groups(images):
+    for indices, batch in model_runs(images, PARITY_RUN_IMAGES):
         parts.update(zip(indices, session.run(["probs"], {"image": batch})[0]))
-    return np.stack([parts[i] for i in range(len(images))])
-
-
-def keras_probabilities(model: Any, runner: PreprocessRunner, images: Sequence[np.ndarray],
-                        temperature: float) -> np.ndarray:
-    """softmax(logits / T) of the Keras model behind the same preprocessing graph."""
-    parts = {}
-    for indices, batch in size_groups(images):
-        logits = np.asarray(model(runner(batch), training=False))
-        parts.update(zip(indices, softmax(logits, temperature)))
     return np.stack([parts[i] for i in range(len(images))])
 
 
@@ -162,7 +153,8 @@ def export_keras(model: Any, out_path: str | Path, record: RunRecord, *,
     needed = check_conversion_memory(n_params, available_memory)
     net = convert_network(model, record.preprocessing.input_size, record.input_names)
     runner = PreprocessRunner(record.preprocessing)
-    reference = keras_probabilities(model, runner, parity_images, record.calibration.temperature)
+    reference = softmax(network_logits(model, parity_images, runner),
+                        record.calibration.temperature)
     result = _finish_export(net, n_params, reference, out_path, record, parity_images,
                             parity_source, train_images, review_below, tolerance,
                             extra_provenance, started)
@@ -186,7 +178,7 @@ def export_classical(network: Any, out_path: str | Path, record: RunRecord, *,
     runner = PreprocessRunner(record.preprocessing)
     session, _ = create_session(network.SerializeToString(), provider="cpu")
     parts = {}
-    for indices, batch in size_groups(parity_images):
+    for indices, batch in model_runs(parity_images, PARITY_RUN_IMAGES):
         logits = session.run(["logits"], {"image": runner(batch)["image"]})[0]
         parts.update(zip(indices, softmax(logits, record.calibration.temperature)))
     reference = np.stack([parts[i] for i in range(len(parity_images))])

@@ -1,18 +1,17 @@
-"""Agreement between two models' probabilities, and batching of decoded images by size.
+"""Agreement between two models' probabilities.
 
 Used by export (ONNX vs Keras, strict tolerance), quantization (INT8/FP16 vs FP32) and the
-comparison command. Every model here takes raw uint8 pixels; images of different sizes go in
-separate runs (a batch has one size).
+comparison command. The models are run by size within the pixel budget
+(:func:`leukedge.runtime.batching.model_runs`).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Iterator, Sequence
 
 import numpy as np
 
-MAX_BATCH = 32
+PARITY_RUN_IMAGES = 32  # images per model run of a parity check
 
 
 @dataclass(frozen=True)
@@ -57,15 +56,3 @@ def compare_probabilities(reference: np.ndarray, candidate: np.ndarray, *,
         n_images=int(reference.shape[0]), max_abs_diff=float(diff.max()),
         mean_abs_diff=float(diff.mean()), argmax_agreement=1.0 - mismatches / reference.shape[0],
         argmax_mismatches=mismatches, tolerance=float(tolerance), source=source)
-
-
-def size_groups(images: Sequence[np.ndarray], max_batch: int = MAX_BATCH
-                ) -> Iterator[tuple[list[int], np.ndarray]]:
-    """(indices, uint8 batch) groups of images that share a size, at most ``max_batch`` each."""
-    by_shape: dict[tuple, list[int]] = {}
-    for i, im in enumerate(images):
-        by_shape.setdefault(np.shape(im), []).append(i)
-    for indices in by_shape.values():
-        for start in range(0, len(indices), max_batch):
-            chunk = indices[start:start + max_batch]
-            yield chunk, np.ascontiguousarray(np.stack([images[i] for i in chunk]), np.uint8)

@@ -21,7 +21,9 @@ import ctypes
 import ctypes.util
 import sys
 import threading
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
 
 from .decode import image_format
 from .image_header import read_dimensions
@@ -63,6 +65,15 @@ def plan_runs(shapes: Sequence[Sequence[int]], max_images: int,
         step = images_per_run(shape, max_images, pixel_budget)
         runs += [indices[k:k + step] for k in range(0, len(indices), step)]
     return runs
+
+
+def model_runs(images: Sequence[np.ndarray], max_images: int = MAX_RUN_IMAGES,
+               pixel_budget: int = PIXEL_BUDGET) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(indices, uint8 [n, H, W, 3] batch) per model run of :func:`plan_runs`; a one-image
+    run is a view, not a copy (a large frame is hundreds of MB)."""
+    for run in plan_runs([np.shape(im) for im in images], max_images, pixel_budget):
+        yield run, (np.asarray(images[run[0]])[None] if len(run) == 1
+                    else np.stack([images[i] for i in run]))
 
 
 class PixelBudget:

@@ -19,6 +19,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from .batching import model_runs
 from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelContract, contract_from_metadata
 from .cpu import has_int8_vnni
 from .decode import ImageSource, load_image
@@ -30,12 +31,6 @@ DECIMALS = 6  # confidences are reported, and compared with the threshold, at th
 
 class Int8SaturationWarning(UserWarning):
     """An INT8 model that needs VNNI runs on a CPU without it (see leukedge.runtime.cpu)."""
-
-
-def stack_batch(images: Sequence[np.ndarray]) -> np.ndarray:
-    """[N, H, W, 3] of same-size images; one image is a view, not a copy (a large frame is
-    hundreds of MB)."""
-    return images[0][None] if len(images) == 1 else np.stack(images)
 
 
 @dataclass(frozen=True)
@@ -140,13 +135,11 @@ class Classifier:
         return out
 
     def predict_pixels(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        """Classify decoded RGB uint8 images (any sizes; one model run per size)."""
+        """Classify decoded RGB uint8 images (any sizes; runs by size within the pixel budget,
+        :mod:`leukedge.runtime.batching`)."""
         results: dict[int, Prediction] = {}
-        by_shape: dict[tuple, list[int]] = {}
-        for i, im in enumerate(images):
-            by_shape.setdefault(np.shape(im), []).append(i)
-        for indices in by_shape.values():
-            outputs = self.run(stack_batch([images[i] for i in indices]))
+        for indices, batch in model_runs(images):
+            outputs = self.run(batch)
             for j, i in enumerate(indices):
                 results[i] = self.prediction_from_outputs({k: v[j] for k, v in outputs.items()})
         return [results[i] for i in range(len(images))]

@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 
-from .batching import PIXEL_BUDGET, PixelBudget, pixels_of, plan_runs
-from .classifier import Classifier, Prediction, stack_batch
+from .batching import PIXEL_BUDGET, PixelBudget, model_runs, pixels_of
+from .classifier import Classifier, Prediction
 from .decode import (MAX_PIXELS, ImageError, ImageSource, decode_image, describe_source,
                      inspect_image, load_image, read_file_bytes)
 from .session import usable_cpus
@@ -115,14 +115,14 @@ def _decode(source: ImageSource, content: object, max_pixels: int) -> np.ndarray
 def _classify(classifier: Classifier, decoded: dict[int, _Decoded], keep_images: bool,
               max_images: int, pixel_budget: int
               ) -> dict[int, tuple[Prediction, Optional[np.ndarray], float]]:
-    """Predictions (and masks) of the decoded images, in runs planned by :func:`plan_runs`."""
+    """Predictions (and masks) of the decoded images, in runs of :func:`~leukedge.runtime.batching.model_runs`."""
     keys = list(decoded)
     out = {}
     names = classifier.default_outputs + (["stain_mask"] if keep_images else [])
-    for run in plan_runs([decoded[k].pixels.shape for k in keys], max_images, pixel_budget):
+    for run, batch in model_runs([decoded[k].pixels for k in keys], max_images, pixel_budget):
         indices = [keys[j] for j in run]
         started = time.perf_counter()
-        raw = classifier.run(stack_batch([decoded[i].pixels for i in indices]), names)
+        raw = classifier.run(batch, names)
         share = (time.perf_counter() - started) / len(indices)
         for j, i in enumerate(indices):
             row = {k: v[j] for k, v in raw.items() if k != "stain_mask"}

@@ -29,11 +29,10 @@ import numpy as np
 
 from leukedge.modelkit.dataset import discover_dataset
 from leukedge.runtime.files import atomic_write_text
-from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.splits import make_folds, make_split
 
 from .fit import Prepared, fit_partition, prepare_images
-from .predict import predict_logits
 from .recipes import CV_FOLDS, CV_SEED, get_recipe
 from .run_folder import save_keras_model
 from .two_phase import Partition
@@ -79,8 +78,8 @@ def run_fold(recipe: str, fold: int, prepared: Prepared, folds: dict[str, int], 
     started = time.perf_counter()
     outcome = fit_partition(config, settings, row.weights, prepared, partition, runner)
     pick = lambda idx: [prepared.images[i] for i in idx]  # noqa: E731
-    held_logits = predict_logits(outcome.model, pick(partition.test), runner)
-    val_logits = predict_logits(outcome.model, pick(partition.val), runner)
+    held_logits = network_logits(outcome.model, pick(partition.test), runner)
+    val_logits = network_logits(outcome.model, pick(partition.val), runner)
     folder.mkdir(parents=True, exist_ok=True)
     if hasattr(outcome.model, "save") and hasattr(outcome.model, "logits"):  # SVM, XGBoost
         outcome.model.save(folder)

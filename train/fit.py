@@ -28,7 +28,7 @@ import numpy as np
 from leukedge.modelkit.dataset import Dataset, discover_dataset
 from leukedge.modelkit.splits import make_split, write_split_manifest
 from leukedge.modelkit.duplicates import duplicate_groups, thumbnail
-from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.run_record import RunRecord
 
 from .backbones import resolve_weights
@@ -36,7 +36,6 @@ from .end_to_end import fit_end_to_end
 from .feature_bank import BankSpec, build_bank, model_fingerprint
 from .image_cache import cached_images
 from .model import HybridConfig, build_parts
-from .predict import predict_logits
 from .recipes import DEFAULT_RECIPE, get_recipe, recipe_for_backbone
 from .report import calibrate, new_record, score, test_table, write_run
 from .run_folder import RUN_FILES
@@ -283,9 +282,9 @@ def _finish(out: Path, config, settings, weights, prepared: Prepared, manifest, 
             excluded: Sequence[str] = ()) -> TrainResult:
     model, classes = outcome.model, prepared.dataset.classes
     pick = lambda idx: [prepared.images[i] for i in idx]  # noqa: E731
-    val_logits = predict_logits(model, pick(partition.val), runner, settings.batch_size)
+    val_logits = network_logits(model, pick(partition.val), runner, settings.batch_size)
     calibration, review_below, review = calibrate(val_logits, prepared.labels[partition.val])
-    test_logits = predict_logits(model, pick(partition.test), runner, settings.batch_size)
+    test_logits = network_logits(model, pick(partition.test), runner, settings.batch_size)
     test_labels = prepared.labels[partition.test]
     history = outcome.history
     val_loss = history.get("val_loss") or [float("nan")]

@@ -16,8 +16,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.batching import images_per_run, plan_runs
-from leukedge.runtime.classifier import Classifier, stack_batch
+from leukedge.runtime.batching import images_per_run, model_runs
+from leukedge.runtime.classifier import Classifier
 
 from ..metrics import evaluate
 from .labelled import LabelledSet
@@ -68,8 +68,8 @@ def onnx_candidate(path: str | os.PathLike, provider: str = "auto",
 
 def _probabilities(cand: Candidate, images: Sequence[np.ndarray], batch: int = 8) -> np.ndarray:
     parts: dict[int, np.ndarray] = {}
-    for run in plan_runs([im.shape for im in images], batch):
-        probs = cand.predict(stack_batch([images[i] for i in run]))
+    for run, pixels in model_runs(images, batch):
+        probs = cand.predict(pixels)
         parts.update(zip(run, np.asarray(probs, np.float64)))
     return np.stack([parts[i] for i in range(len(images))])
 

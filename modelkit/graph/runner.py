@@ -11,10 +11,11 @@ Example:
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from leukedge.runtime.batching import model_runs
 from leukedge.runtime.preprocessing import PreprocessSpec
 from leukedge.runtime.session import create_session
 
@@ -63,3 +64,26 @@ def _check_batch(images: np.ndarray) -> np.ndarray:
     if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
         raise ValueError(f"expected uint8 RGB images [N, H, W, 3], got {arr.dtype} {arr.shape}")
     return np.ascontiguousarray(arr)
+
+
+def network_logits(model: Any, images: Sequence[np.ndarray], runner: PreprocessRunner,
+                   batch_size: int = 32) -> np.ndarray:
+    """float32 [N, classes] logits of a network behind its preprocessing graph, for uint8 RGB
+    images of any sizes (runs by size within the pixel budget), in input order.
+
+    The one place a network that is not yet a one-file model is run on pixels: training's
+    validation and test predictions, cross-validation, export's parity reference and
+    ``compare --keras``. ``model`` is a Keras model (called with ``training=False``) or has a
+    ``logits`` method (the SVM and XGBoost rows, whose logits are log-probabilities); no
+    TensorFlow is imported here.
+    """
+    classical = hasattr(model, "logits")
+    if not len(images):
+        classes = 0 if classical else int(model.output.shape[-1])
+        return np.zeros((0, classes), np.float32)
+    parts: dict[int, np.ndarray] = {}
+    for indices, batch in model_runs(images, batch_size):
+        x = runner(batch)
+        out = model.logits(x) if classical else model(x, training=False)
+        parts.update(zip(indices, np.asarray(out, np.float32)))
+    return np.stack([parts[i] for i in range(len(images))])
