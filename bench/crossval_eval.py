@@ -36,22 +36,22 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from leukedge.export.cv_calibration import CvCalibration, precision_metrics  # noqa: E402
 from leukedge.export.onnx_export import (export_classical, export_keras,  # noqa: E402
                                          model_probabilities)
-from leukedge.export.cv_calibration import CvCalibration, precision_metrics  # noqa: E402
 from leukedge.export.quantize import QuantizeOptions, quantize_model  # noqa: E402
-from leukedge.runtime.classifier import Classifier  # noqa: E402
 from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,  # noqa: E402
                                          fit_temperature, review_outcome, softmax)
-from leukedge.runtime.decode import load_image  # noqa: E402
 from leukedge.modelkit.evaluation.labelled import select_evenly  # noqa: E402
-from leukedge.runtime.files import atomic_write_text  # noqa: E402
 from leukedge.modelkit.metrics import evaluate  # noqa: E402
 from leukedge.modelkit.run_record import Calibration, RunRecord  # noqa: E402
+from leukedge.runtime.classifier import Classifier  # noqa: E402
+from leukedge.runtime.decode import load_image  # noqa: E402
+from leukedge.runtime.files import atomic_write_text  # noqa: E402
 from leukedge.runtime.session import create_session  # noqa: E402
 from leukedge.train import load_model  # noqa: E402
-from leukedge.train.classical import load_network  # noqa: E402
 from leukedge.train.augment import AugmentSpec, random_color  # noqa: E402
+from leukedge.train.classical import load_network  # noqa: E402
 from leukedge.train.model import HybridConfig  # noqa: E402
 
 log = logging.getLogger("crossval_eval")
@@ -164,7 +164,7 @@ def evaluate_fold(folder: Path, data: Path) -> dict:
         rows[name] = metrics(p, labels, classes)
     clf = Classifier(folder / ("model.onnx" if classical else "model-int8.onnx"), provider="cpu")
     preds = clf.predict_pixels(pixels)
-    checks_flagged = sum(any(not r.startswith("low confidence") for r in p.review_reasons)
+    checks_flagged = sum(any(r.code != "low_confidence" for r in p.review_reasons)
                          for p in preds)
     outsiders = {name: clf.predict_pixels([im])[0] for name, im in not_smears().items()}
     return {
@@ -179,11 +179,11 @@ def evaluate_fold(folder: Path, data: Path) -> dict:
         "rows": rows, "probs": {k: v.round(6).tolist() for k, v in probs.items()},
         "labels": labels.tolist(), "paths": held["paths"],
         "logits_keras": held["logits"],
-        "sanity": {"limits": export.contract.sanity.__dict__,
+        "input_checks": {"limits": export.contract.input_checks.to_dict(),
                    "held_out_flagged_by_checks": int(checks_flagged),
                    "not_smears": {k: {"label": v.label, "confidence": v.confidence,
                                       "needs_review": v.needs_review,
-                                      "reasons": list(v.review_reasons)}
+                                      "reasons": [r.to_dict() for r in v.review_reasons]}
                                   for k, v in outsiders.items()}},
     }
 
@@ -221,10 +221,10 @@ def summarise(folds: list[dict]) -> dict:
                        "ece_before": expected_calibration_error(softmax(logits), labels),
                        "ece_after": expected_calibration_error(calibrated, labels),
                        "review_threshold": choice.to_dict(), "per_fold": per_fold},
-        "sanity": {"held_out_flagged": sum(f["sanity"]["held_out_flagged_by_checks"]
+        "input_checks": {"held_out_flagged": sum(f["input_checks"]["held_out_flagged_by_checks"]
                                            for f in folds),
                    "not_smears_unflagged": sorted({k for f in folds for k, v in
-                                                   f["sanity"]["not_smears"].items()
+                                                   f["input_checks"]["not_smears"].items()
                                                    if not v["needs_review"]})},
         "confusion_matrix": {name: np.sum([f["rows"][name]["confusion_matrix"] for f in folds],
                                           axis=0).tolist() for name in ("fp32", "int8")
@@ -290,7 +290,7 @@ def main(argv=None) -> int:
     atomic_write_text(args.cv_dir / "calibration.json",
                       json.dumps(calibration_file(summary), indent=1) + "\n")
     print(markdown(summary))
-    print(json.dumps({k: summary[k] for k in ("int8_minus_fp32_pp", "pooled_oof", "sanity")},
+    print(json.dumps({k: summary[k] for k in ("int8_minus_fp32_pp", "pooled_oof", "input_checks")},
                      indent=1))
     return 0
 

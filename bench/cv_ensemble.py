@@ -27,8 +27,8 @@ import numpy as np
 from leukedge.export.cv_calibration import CvCalibration, precision_metrics, read_cv_calibration
 from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,
                                          softmax)
-from leukedge.runtime.files import atomic_write_text
 from leukedge.modelkit.metrics import REFERENCE_COST_MATRIX, evaluate
+from leukedge.runtime.files import atomic_write_text
 
 KEYS = ("accuracy", "cost_per_sample", "cost_sensitive_accuracy", "weighted_f1", "macro_f1")
 MAX_REVIEW_RATE = 0.03

@@ -24,9 +24,9 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from leukedge.modelkit.dataset import discover_dataset  # noqa: E402
-from leukedge.runtime.files import atomic_write_text  # noqa: E402
 from leukedge.modelkit.graph.runner import PreprocessRunner  # noqa: E402
 from leukedge.modelkit.splits import make_folds  # noqa: E402
+from leukedge.runtime.files import atomic_write_text  # noqa: E402
 from leukedge.train.data import run_graph  # noqa: E402
 from leukedge.train.fit import prepare_images  # noqa: E402
 from leukedge.train.model import HybridConfig, build_parts  # noqa: E402

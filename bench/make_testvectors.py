@@ -19,10 +19,10 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
+from leukedge.modelkit.evaluation.machine import describe_machine
 from leukedge.runtime.contract import read_contract
 from leukedge.runtime.cpu import has_int8_vnni
 from leukedge.runtime.decode import load_image
-from leukedge.modelkit.evaluation.machine import describe_machine
 from leukedge.runtime.files import atomic_write_bytes, atomic_write_text
 from leukedge.runtime.models import MODELS_DIR, SAMPLES_DIR as SAMPLES, bundled_models
 

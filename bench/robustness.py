@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from leukedge.runtime.classifier import Classifier
-from leukedge.runtime.decode import load_image
 from leukedge.modelkit.evaluation.labelled import LabelledSet, load_labelled
 from leukedge.modelkit.evaluation.machine import describe_machine, machine_line
 from leukedge.modelkit.evaluation.review_scores import review_scores
+from leukedge.runtime.classifier import Classifier
+from leukedge.runtime.decode import load_image
 from leukedge.runtime.files import atomic_write_text, sha256_file
 from leukedge.train.acquisition import SHIFTS, get_shift
 

@@ -148,7 +148,7 @@ def _print_summary(result, record, run_dir: Path) -> None:
                f"{c.preprocessing.input_size[0]}x{c.preprocessing.input_size[1]}; outputs: "
                f"{', '.join(c.outputs)}")
     typer.echo(f"Parity vs the source model: {result.parity.describe()}")
-    s = c.sanity
+    s = c.input_checks
     typer.echo(f"Review: confidence < {c.review_below:g}; input checks: contrast >= "
                f"{s.min_contrast:g}, stain coverage >= {s.min_stain_coverage:g}, ood score <= "
                f"{s.max_ood_score if s.max_ood_score is not None else '-'}")

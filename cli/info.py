@@ -69,7 +69,7 @@ def _metrics_line(m: Optional[dict]) -> str:
 
 
 def _review_line(c: dict) -> str:
-    s = c.get("sanity") or {}
+    s = c.get("input_checks") or c.get("sanity") or {}  # "sanity": schema 2
     checks = [f"contrast >= {s['min_contrast']:g}" if s.get("min_contrast") else "",
               f"stain coverage >= {s['min_stain_coverage']:g}" if s.get("min_stain_coverage") else "",
               f"ood score <= {s['max_ood_score']:g}" if s.get("max_ood_score") else ""]

@@ -40,6 +40,12 @@ def truncated_confidence(value: float) -> str:
     return f"{int(value * 1000) / 1000:.3f}"
 
 
+def _messages(row: dict) -> list[str]:
+    """The review reasons' messages (a row holds {"code", "message"} objects)."""
+    return [r["message"] if isinstance(r, dict) else str(r)
+            for r in row.get("review_reasons") or []]
+
+
 def _short_path(path: str, width: int) -> str:
     return path if len(path) <= width else "..." + path[-(width - 3):]
 
@@ -97,7 +103,7 @@ class RowFormatter:
         return self._csv([row["path"], row.get("label") or "",
                           "" if row.get("confidence") is None else row["confidence"],
                           "" if review is None else str(review).lower(),
-                          "; ".join(row.get("review_reasons") or [])]
+                          "; ".join(_messages(row))]
                          + [probs.get(c, "") for c in self.classes]
                          + [row.get("error") or "", row.get("seconds", ""),
                             row.get("overlay") or "", row.get("timestamp", "")]
@@ -109,6 +115,6 @@ class RowFormatter:
         path = f"{path:<{self.path_width}}"
         if row.get("error") is not None:
             return f"{path}  {'ERROR':<{self.label_width}}  {escape_controls(row['error'])}"
-        review = "; ".join(row.get("review_reasons") or []) if row.get("needs_review") else ""
+        review = "; ".join(_messages(row)) if row.get("needs_review") else ""
         return (f"{path}  {row['label']:<{self.label_width}}  "
                 f"{truncated_confidence(row['confidence']):>6}  {escape_controls(review)}").rstrip()

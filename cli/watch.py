@@ -92,7 +92,7 @@ def check_layout(opts: WatchOptions) -> None:
     Raises:
         ValueError: naming the flag and what to give instead.
     """
-    from leukedge.runtime.decode import IMAGE_SUFFIXES
+    from leukedge.runtime.files import IMAGE_SUFFIXES
     from leukedge.runtime.inbox import is_inside, same_name
     from leukedge.runtime.journal import check_output
 

@@ -15,9 +15,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from leukedge.modelkit.evaluation.labelled import select_evenly
 from leukedge.runtime.contract import INPUT_NAME
 from leukedge.runtime.decode import load_image
-from leukedge.modelkit.evaluation.labelled import select_evenly
 from leukedge.runtime.files import find_images, sha256_file
 
 DEFAULT_CALIB_SIZE = 200

@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from leukedge.runtime.contract import ModelContract, leukedge_version
 from leukedge.modelkit.evaluation.machine import describe_machine
+from leukedge.runtime.contract import ModelContract, leukedge_version
 
 # ``options`` below is a leukedge.export.quantize.QuantizeOptions (not imported: no circle)
 PRECISION_OF = {"static": "int8", "dynamic": "int8", "fp16": "fp16"}

@@ -3,7 +3,7 @@
 1. Keras: size guard (before converting), then the network through tf2onnx (:mod:`.convert`).
    SVM / XGBoost: the run's ``network.onnx`` (feature graph + converted classifier, made and
    checked by :mod:`leukedge.train.classical`).
-2. Input checks set on the training images (:mod:`.sanity`): the OOD statistics of the
+2. Input checks set on the training images (:mod:`.input_checks`): the OOD statistics of the
    network's features and the contrast / stain-coverage minimums.
 3. The preprocessing graph, the network and the postprocessing graph joined into one model
    (:func:`leukedge.modelkit.graph.compose.compose_model`): uint8 RGB of any size in, calibrated
@@ -30,15 +30,15 @@ from leukedge.modelkit.graph.postprocess import ood_metadata
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.run_record import RunRecord
 from leukedge.runtime.batching import model_runs
-from leukedge.runtime.contract import (ModelContract, SanityLimits, embed_contract,
-                                       save_model)
+from leukedge.runtime.contract import ModelContract, embed_contract, save_model
+from leukedge.runtime.input_checks import InputChecks
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .convert import OPSET, convert_network
 from .errors import ExportError, ParityError
 from .memory import check_conversion_memory
 from .parity import PARITY_RUN_IMAGES, ParityReport, compare_probabilities
-from .sanity import SanityFit, fit_sanity
+from .input_checks import InputChecksFit, fit_input_checks
 
 PARITY_TOLERANCE = 1e-4
 
@@ -50,7 +50,7 @@ class ExportResult:
     path: Path
     contract: ModelContract
     parity: ParityReport
-    sanity: Optional[dict]
+    input_checks: Optional[dict]
     n_parameters: int
     estimated_memory_bytes: int
     seconds: float
@@ -67,7 +67,7 @@ def _exporter_versions() -> dict:
     return out
 
 
-def contract_from_record(record: RunRecord, n_parameters: int, sanity: Optional[SanityFit],
+def contract_from_record(record: RunRecord, n_parameters: int, checks: Optional[InputChecksFit],
                          review_below: Optional[float] = None,
                          extra_provenance: Optional[dict] = None) -> ModelContract:
     """The FP32 contract of an exported model, from its run record and the export's checks."""
@@ -80,11 +80,11 @@ def contract_from_record(record: RunRecord, n_parameters: int, sanity: Optional[
     provenance.update(extra_provenance or {})
     if record.model_sha256:
         provenance["keras_sha256"] = record.model_sha256
-    if sanity is not None:
-        provenance["sanity_fit"] = {**sanity.summary, "ood": ood_metadata(sanity.ood)}
+    if checks is not None:
+        provenance["input_checks_fit"] = {**checks.summary, "ood": ood_metadata(checks.ood)}
     return ModelContract(
         classes=record.classes, preprocessing=record.preprocessing,
-        outputs=output_names(sanity is not None), precision="fp32", backbone=record.backbone,
+        outputs=output_names(checks is not None), precision="fp32", backbone=record.backbone,
         model_info={"parameters": n_parameters, "input_size": list(record.preprocessing.input_size),
                     "seg_features": record.model.get("seg_features"), "opset": OPSET,
                     "training": {k: record.training.get(k) for k in
@@ -92,7 +92,7 @@ def contract_from_record(record: RunRecord, n_parameters: int, sanity: Optional[
         weights=record.weights, provenance=provenance, metrics=record.test_metrics,
         review_below=record.review_below if review_below is None else float(review_below),
         temperature=record.calibration.temperature, calibration=asdict(record.calibration),
-        sanity=sanity.limits if sanity is not None else SanityLimits())
+        input_checks=checks.limits if checks is not None else InputChecks())
 
 
 def model_probabilities(session: Any, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -194,18 +194,18 @@ def _finish_export(net: Any, n_params: int, reference: np.ndarray, out_path: str
                    ) -> ExportResult:
     """Input checks, composition, contract, parity, atomic write: the common end of export."""
     runner = PreprocessRunner(record.preprocessing)
-    sanity = None
+    checks = None
     if len(train_images):
         net_session, _ = create_session(net.SerializeToString(), provider="cpu")
-        sanity = fit_sanity(runner, net_session, train_images)
+        checks = fit_input_checks(runner, net_session, train_images)
     composed = compose_model(net, record.preprocessing, record.calibration.temperature,
-                             sanity.ood if sanity else None)
-    contract = contract_from_record(record, n_params, sanity, review_below, extra_provenance)
+                             checks.ood if checks else None)
+    contract = contract_from_record(record, n_params, checks, review_below, extra_provenance)
     parity = check_parity(reference, embed_contract(composed, contract).SerializeToString(),
                           parity_images, parity_source, tolerance)
     contract = contract.with_updates(provenance={**contract.provenance, "parity": parity.to_dict()})
     save_model(embed_contract(composed, contract), out_path)
     return ExportResult(path=Path(out_path), contract=contract, parity=parity,
-                        sanity=sanity.summary if sanity else None, n_parameters=n_params,
+                        input_checks=checks.summary if checks else None, n_parameters=n_params,
                         estimated_memory_bytes=0, seconds=time.perf_counter() - started,
                         size_bytes=Path(out_path).stat().st_size)

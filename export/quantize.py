@@ -41,11 +41,11 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from leukedge.runtime.contract import ModelContract, contract_of_proto, embed_contract, save_model
 from leukedge.modelkit.evaluation.labelled import LabelledSet, select_evenly
 from leukedge.modelkit.evaluation.machine import describe_machine
-from leukedge.runtime.files import sha256_file
 from leukedge.modelkit.metrics import evaluate
+from leukedge.runtime.contract import ModelContract, contract_of_proto, embed_contract, save_model
+from leukedge.runtime.files import sha256_file
 from leukedge.runtime.session import RuntimeSetupError, create_session
 
 from .calibration_images import ImageCalibrationReader, calibration_set_sha256

@@ -20,6 +20,7 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
+from leukedge.runtime.contract import DEFAULT_REVIEW_BELOW
 from leukedge.runtime.errors import LeukedgeError
 from leukedge.runtime.files import atomic_write_text, read_json_object
 from leukedge.runtime.preprocessing import PreprocessSpec
@@ -68,7 +69,7 @@ class RunRecord:
     created: str
     run_id: str
     calibration: Calibration = field(default_factory=Calibration)
-    review_below: float = 0.8
+    review_below: float = DEFAULT_REVIEW_BELOW
     model_sha256: Optional[str] = None
     version: int = RUN_RECORD_VERSION
 

@@ -23,6 +23,7 @@ from .batching import model_runs
 from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelContract, contract_from_metadata
 from .cpu import has_int8_vnni
 from .decode import ImageSource, load_image
+from .input_checks import ReviewReason, low_confidence
 from .models import resolve_model
 from .session import create_session
 
@@ -43,27 +44,31 @@ class Prediction:
         probabilities: every class's probability, in the model's class order.
         needs_review: a person should look: the confidence is under the review threshold, or
             the image failed an input check (``review_reasons`` says which).
-        review_reasons: why it needs review (empty when it does not).
-        quality: the input measures of the model (contrast, stain coverage, ood score...).
+        review_reasons: why it needs review (empty when it does not): each a
+            :class:`~leukedge.runtime.input_checks.ReviewReason` with a stable ``code``
+            ("low_confidence", "blank", "no_stain", "unlike_training") and a ``message``.
+        input_checks: what the model's input checks measured (contrast, stain coverage,
+            ood score...).
 
     Example:
         >>> p = clf.predict("smear.jpg")
-        >>> p.label, p.needs_review, p.review_reasons
-        ('Pre', False, ())
+        >>> p.label, p.needs_review, [r.code for r in p.review_reasons]
+        ('Pre', False, [])
     """
 
     label: str
     confidence: float
     probabilities: dict[str, float] = field(hash=False)
     needs_review: bool
-    review_reasons: tuple[str, ...] = ()
-    quality: dict[str, float] = field(default_factory=dict, hash=False)
+    review_reasons: tuple[ReviewReason, ...] = ()
+    input_checks: dict[str, float] = field(default_factory=dict, hash=False)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
         return {"label": self.label, "confidence": self.confidence,
                 "probabilities": dict(self.probabilities), "needs_review": self.needs_review,
-                "review_reasons": list(self.review_reasons), "quality": dict(self.quality)}
+                "review_reasons": [r.to_dict() for r in self.review_reasons],
+                "input_checks": dict(self.input_checks)}
 
 
 class Classifier:
@@ -171,15 +176,15 @@ class Classifier:
         k = int(np.argmax(probs))
         confidence = round(float(probs[k]), DECIMALS)
         probabilities = {name: round(float(p), DECIMALS) for name, p in zip(self.classes, probs)}
-        quality = {k_: float(v) for k_, v in row.items() if k_ != OUTPUT_NAME}
-        reasons = self.contract.sanity.reasons(quality.get("contrast", 1.0),
-                                               quality.get("stain_coverage", 1.0),
-                                               quality.get("ood_score"))
+        measured = {k_: float(v) for k_, v in row.items() if k_ != OUTPUT_NAME}
+        reasons = self.contract.input_checks.reasons(measured.get("contrast", 1.0),
+                                                     measured.get("stain_coverage", 1.0),
+                                                     measured.get("ood_score"))
         # `not >=` so a NaN confidence (a broken model) is flagged for review, never trusted.
         if not confidence >= self.review_below:
-            reasons.insert(0, f"low confidence ({confidence:.3f} < {self.review_below:g})")
+            reasons.insert(0, low_confidence(confidence, self.review_below))
         return Prediction(self.classes[k], confidence, probabilities, bool(reasons),
-                          tuple(reasons), quality)
+                          tuple(reasons), measured)
 
     def __repr__(self) -> str:
         return (f"Classifier(model={str(self.model_path)!r}, provider={self.session_info.provider!r}, "

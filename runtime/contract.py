@@ -5,7 +5,7 @@ Every leukedge ONNX file carries one JSON document under the ``metadata_props`` 
 ``image``, uint8 [N, H, W, 3] RGB of any size, with the preprocessing inside the graph
 (:mod:`leukedge.runtime.preprocessing` describes it). The contract names the classes in output
 order, the outputs, the calibration (softmax temperature, already applied in the graph), the
-review threshold, the input sanity limits, precision, backbone, provenance and metrics. The
+review threshold, the input checks' limits, precision, backbone, provenance and metrics. The
 runtime configures itself from it; a vendor can read it from any language with any ONNX reader.
 
 A schema-1 contract (leukedge 0.1: preprocessed float inputs) is still *read* by
@@ -19,23 +19,24 @@ alone; writing edits an ``onnx.ModelProto`` that the caller (export/) already ho
 from __future__ import annotations
 
 import json
-import math
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Optional
 
 from .errors import LeukedgeError
 from .files import atomic_write_bytes
+from .input_checks import InputChecks, finite_problem
 from .preprocessing import PreprocessSpec
 
 CONTRACT_KEY = "leukedge.contract"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: input_checks (2 called them sanity; both are read)
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_CLASSES = ("Benign", "Early", "Pre", "Pro")
 INPUT_NAME = "image"
 OUTPUT_NAME = "probs"
 QUALITY_OUTPUTS = ("stain_fraction", "stain_coverage", "contrast")
+DEFAULT_REVIEW_BELOW = 0.8  # a model without a calibrated threshold flags confidence under it
 OUTPUT_MEANINGS = {
     "probs": "class probabilities [N, classes], softmax(logits / temperature)",
     "ood_score": "distance of the image's features to the training images' [N]; ~1 typical",
@@ -59,13 +60,6 @@ def leukedge_version() -> str:
         return "0+unknown"
 
 
-def _finite(value: Any, what: str, problems: list[str], low: float = -math.inf,
-            high: float = math.inf) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-            math.isfinite(value) and low <= value <= high):
-        problems.append(f"{what} must be a number in [{low:g}, {high:g}], got {value!r}")
-
-
 def class_name_problems(classes: Any) -> list[str]:
     """Why class names are unusable: a name is printed (a newline fakes a row, an ESC drives the
     terminal) and is a folder name (no path separators, ``..``, spaces at either end)."""
@@ -78,42 +72,6 @@ def class_name_problems(classes: Any) -> list[str]:
             out.append(f"class {i} name {name!r} cannot be a folder name (a path separator, "
                        "only dots, or spaces at either end)")
     return out
-
-
-@dataclass(frozen=True)
-class SanityLimits:
-    """When an input is not a smear a model should judge: below a minimum or above a maximum,
-    the prediction needs review with the reason named.
-
-    Thresholds were set on the training images (docs/models.md, "Input checks").
-    """
-
-    min_contrast: float = 0.0
-    min_stain_coverage: float = 0.0
-    max_ood_score: Optional[float] = None
-
-    def reasons(self, contrast: float, stain_coverage: float,
-                ood_score: Optional[float]) -> list[str]:
-        """Why an input fails the checks (empty when it passes). NaN always fails."""
-        out = []
-        if not contrast >= self.min_contrast:
-            out.append(f"blank or flat image (contrast {contrast:.3f} < {self.min_contrast:.3f})")
-        if not stain_coverage >= self.min_stain_coverage:
-            out.append(f"no stained cells found (stain coverage {stain_coverage:.3f} < "
-                       f"{self.min_stain_coverage:.3f})")
-        if self.max_ood_score is not None and ood_score is not None \
-                and not ood_score <= self.max_ood_score:
-            out.append(f"unlike the training images (score {ood_score:.2f} > "
-                       f"{self.max_ood_score:.2f})")
-        return out
-
-    def problems(self) -> list[str]:
-        out: list[str] = []
-        _finite(self.min_contrast, "sanity.min_contrast", out, 0.0, 1.0)
-        _finite(self.min_stain_coverage, "sanity.min_stain_coverage", out, 0.0, 1.0)
-        if self.max_ood_score is not None:
-            _finite(self.max_ood_score, "sanity.max_ood_score", out, 0.0)
-        return out
 
 
 @dataclass(frozen=True)
@@ -138,10 +96,10 @@ class ModelContract:
     provenance: dict = field(default_factory=dict)
     quantization: Optional[dict] = None
     metrics: Optional[dict] = None
-    review_below: float = 0.8
+    review_below: float = DEFAULT_REVIEW_BELOW
     temperature: float = 1.0
     calibration: dict = field(default_factory=dict)
-    sanity: SanityLimits = field(default_factory=SanityLimits)
+    input_checks: InputChecks = field(default_factory=InputChecks)
     weights: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -169,9 +127,9 @@ class ModelContract:
         if OUTPUT_NAME not in self.outputs or unknown:
             problems.append(f"outputs must include {OUTPUT_NAME!r} and only known names "
                             f"({', '.join(OUTPUT_MEANINGS)}); got {list(self.outputs)}")
-        _finite(self.review_below, "review_below", problems, 0.0, 1.0)
-        _finite(self.temperature, "temperature", problems, 1e-6)
-        problems += self.sanity.problems()
+        problems += finite_problem(self.review_below, "review_below", 0.0, 1.0)
+        problems += finite_problem(self.temperature, "temperature", 1e-6)
+        problems += self.input_checks.problems()
         if problems:
             raise ContractError("Invalid leukedge contract: " + "; ".join(problems))
 
@@ -197,7 +155,7 @@ class ModelContract:
             "review_below": self.review_below,
             "temperature": self.temperature,
             "calibration": dict(self.calibration),
-            "sanity": asdict(self.sanity),
+            "input_checks": self.input_checks.to_dict(),
         }
 
     def to_json(self) -> str:
@@ -230,9 +188,10 @@ class ModelContract:
                 leukedge_version=d.get("leukedge_version", "unknown"),
                 created=d.get("created", ""), provenance=d.get("provenance") or {},
                 quantization=d.get("quantization"), metrics=d.get("metrics"),
-                review_below=d.get("review_below", 0.8), temperature=d.get("temperature", 1.0),
+                review_below=d.get("review_below", DEFAULT_REVIEW_BELOW),
+                temperature=d.get("temperature", 1.0),
                 calibration=d.get("calibration") or {},
-                sanity=SanityLimits(**(d.get("sanity") or {})))
+                input_checks=InputChecks(**(d.get("input_checks") or d.get("sanity") or {})))
         except ContractError as e:
             raise ContractError(f"{source}: {e}") from None
         except (KeyError, TypeError, ValueError) as e:

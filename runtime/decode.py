@@ -38,7 +38,6 @@ from .image_header import ORIENTATIONS, jpeg_orientation, read_dimensions
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, np.ndarray]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 MAX_PIXELS = 50_000_000  # well above a 100x-objective camera frame (5-20 MP)
 MAX_FILE_BYTES = 256 * 1024 * 1024
 MIN_SIDE = 8

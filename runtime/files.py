@@ -6,8 +6,8 @@ then ``os.replace``; an existing file keeps its permission bits (results are pat
 :func:`find_images` expands files, folders and glob patterns the way a user expects on a
 microscope PC's shares: every image once (by real path, however many links lead to it), folder
 symlink loops walked once, every folder it could not read reported instead of skipped, and the
-files of a folder it left out because of their suffix (a ``.gif``, a ``.heic``) listed in
-``skipped`` so the caller can say so.
+files of a folder it left out because of their suffix (a ``.gif``, a ``.heic``; not a README
+or other text file) listed in ``skipped`` so the caller can say so.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-# The same tuple as runtime/decode.py's IMAGE_SUFFIXES (files must not import decode: OpenCV);
-# a format the decoder learns must be added to both.
+# What runtime/decode.py decodes, by name (it recognises the format by content)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+# Files that sit beside images and are plainly not images (a README, notes, results): left out
+# of a folder without a word; anything else that is not an image is named in ``skipped``
+TEXT_SUFFIXES = (".md", ".txt", ".rst", ".csv", ".tsv", ".json", ".jsonl", ".log", ".html",
+                 ".xml", ".yaml", ".yml", ".ini", ".sqlite", ".sqlite-wal", ".sqlite-shm", ".lock")
 IMAGE_KINDS = "JPEG/PNG/TIFF/BMP/WebP"
 _MAGIC = set("*?[")
 
@@ -149,7 +152,8 @@ def _walk(root: Path, recursive: bool, problems: list,
                         subfolders.append(Path(entry.path))
                 elif _is_image_name(entry.name):
                     yield Path(entry.path)
-                elif skipped is not None and not entry.name.startswith(".") and entry.is_file():
+                elif (skipped is not None and not entry.name.startswith(".")
+                      and not entry.name.lower().endswith(TEXT_SUFFIXES) and entry.is_file()):
                     skipped.append(Path(entry.path))
             except OSError as e:
                 problems.append((entry.path, f"cannot read ({e.strerror or e})"))

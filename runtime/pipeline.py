@@ -21,10 +21,12 @@ from .batching import PIXEL_BUDGET, PixelBudget, model_runs, pixels_of
 from .classifier import Classifier, Prediction
 from .decode import (MAX_PIXELS, ImageError, ImageSource, decode_image, describe_source,
                      inspect_image, load_image, read_file_bytes)
+from .input_checks import ReviewReason
 from .session import usable_cpus
 
 
 MAX_WORKERS = 8
+UNREADABLE = ReviewReason("unreadable", "could not be classified").to_dict()
 
 
 def default_workers(classifier: Optional[Classifier] = None) -> int:
@@ -64,8 +66,9 @@ class FileResult:
         return self.error is None
 
     def to_dict(self) -> dict:
-        """path, label, confidence, probabilities, needs_review, review_reasons, quality,
-        seconds, error. An input that could not be classified needs review."""
+        """path, label, confidence, probabilities, needs_review, review_reasons (code and
+        message each), input_checks, seconds, error. An input that could not be classified
+        needs review."""
         p = self.prediction
         return {
             "path": self.source,
@@ -73,8 +76,8 @@ class FileResult:
             "confidence": p.confidence if p else None,
             "probabilities": dict(p.probabilities) if p else None,
             "needs_review": p.needs_review if p else True,
-            "review_reasons": list(p.review_reasons) if p else ["could not be classified"],
-            "quality": dict(p.quality) if p else None,
+            "review_reasons": [r.to_dict() for r in p.review_reasons] if p else [UNREADABLE],
+            "input_checks": dict(p.input_checks) if p else None,
             "seconds": round(self.seconds, 6),
             "error": self.error,
         }

@@ -19,7 +19,7 @@ The steps, for an RGB uint8 image batch [N, H, W, 3]:
    ``S >= s_min``, ``V >= v_min``, each widened by ``tolerance``), with TensorFlow's
    ``rgb_to_hsv`` formula. Hybrid models take the masked image ``x / 255 * mask`` as a second
    network input; every model reports the mask's area fraction (stain coverage) and the grey
-   level spread (contrast) for the input sanity checks.
+   level spread (contrast) for the input checks.
 """
 
 from __future__ import annotations

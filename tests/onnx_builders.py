@@ -20,12 +20,13 @@ from typing import Any, Optional
 import numpy as np
 
 from leukedge.modelkit.confidence import softmax
-from leukedge.runtime.contract import (CONTRACT_KEY, DEFAULT_CLASSES, ModelContract,
-                                       SanityLimits, embed_contract, save_model)
 from leukedge.modelkit.graph.compose import compose_model, output_names
 from leukedge.modelkit.graph.postprocess import OodStats
 from leukedge.modelkit.graph.preprocess import OPSET
 from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.runtime.contract import (CONTRACT_KEY, DEFAULT_CLASSES, ModelContract,
+                                       embed_contract, save_model)
+from leukedge.runtime.input_checks import InputChecks
 from leukedge.runtime.preprocessing import PreprocessSpec
 
 TINY_INPUT_SIZE = (32, 32)
@@ -36,7 +37,7 @@ TINY_SPEC = PreprocessSpec(input_size=TINY_INPUT_SIZE)  # x / 255
 _FEATURE_CENTER = np.array([0.82, 0.85, 0.94, 0.005, 0.0035, 0.008], np.float32)
 _FEATURE_SPREAD = np.array([0.067, 0.05, 0.027, 0.008, 0.0055, 0.013], np.float32)
 # Checks that pass real smears and catch blank frames and far-off colours.
-TINY_SANITY = SanityLimits(min_contrast=0.02, min_stain_coverage=0.005, max_ood_score=60.0)
+TINY_INPUT_CHECKS = InputChecks(min_contrast=0.02, min_stain_coverage=0.005, max_ood_score=60.0)
 
 
 def tiny_weights(n_features: int, n_classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +96,7 @@ def make_tiny_onnx(path: str | Path, *, input_size: tuple[int, int] = TINY_INPUT
         with_ood: include the ``ood_score`` output.
         contract: embed a contract at all (False: a plain ONNX file leukedge must refuse).
         raw_contract: embed this string verbatim under ``leukedge.contract`` instead.
-        **contract_overrides: ``ModelContract`` fields (classes, review_below, sanity...).
+        **contract_overrides: ``ModelContract`` fields (classes, review_below, input_checks...).
     """
     spec = replace(TINY_SPEC, input_size=input_size, masked_input=hybrid)
     classes = tuple(contract_overrides.pop("classes", DEFAULT_CLASSES))
@@ -106,7 +107,7 @@ def make_tiny_onnx(path: str | Path, *, input_size: tuple[int, int] = TINY_INPUT
         model.metadata_props.add(key=CONTRACT_KEY, value=raw_contract)
     elif contract:
         contract_overrides.setdefault("backbone", "tiny_test_graph")
-        contract_overrides.setdefault("sanity", TINY_SANITY)
+        contract_overrides.setdefault("input_checks", TINY_INPUT_CHECKS)
         contract_overrides.setdefault("review_below", 0.0)
         embed_contract(model, ModelContract(classes=classes, preprocessing=spec,
                                             outputs=output_names(with_ood),

@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from dataset_builders import real_images, tiny_real_dataset
-from leukedge.runtime.contract import read_contract
 from leukedge.modelkit.graph.features import N_FEATURES, feature_names, features_model
+from leukedge.runtime.contract import read_contract
 from leukedge.runtime.preprocessing import HsvMaskSpec
 
 SIZE = 64

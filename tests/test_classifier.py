@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from leukedge.runtime import Classifier, ContractError, ImageError, Prediction
-from leukedge.runtime.contract import ModelContract, SanityLimits
+from leukedge.runtime.contract import ModelContract
+from leukedge.runtime.input_checks import InputChecks
 from leukedge.runtime.decode import load_image
 from leukedge.runtime.models import ModelNotFoundError, resolve_model
 from leukedge.runtime.session import RuntimeSetupError
@@ -62,7 +63,7 @@ def test_prediction_fields(classifier, sample_images):
     assert isinstance(p, Prediction) and p.label in classifier.classes
     assert p.confidence == max(p.probabilities.values())
     assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-    assert set(p.quality) == {"ood_score", "stain_fraction", "stain_coverage", "contrast"}
+    assert set(p.input_checks) == {"ood_score", "stain_fraction", "stain_coverage", "contrast"}
     assert p.needs_review is False and p.review_reasons == ()
     d = p.to_dict()
     assert json.loads(json.dumps(d))["label"] == p.label
@@ -91,7 +92,7 @@ def test_review_flag_uses_the_reported_confidence(make_tiny_onnx, tmp_path, samp
     preds = clf.predict_batch(sample_images)
     assert all(p.needs_review == (p.confidence < 0.9999) for p in preds)
     flagged = [p for p in preds if p.needs_review]
-    assert flagged and all(p.review_reasons[0].startswith("low confidence") for p in flagged)
+    assert flagged and all(p.review_reasons[0].code == "low_confidence" for p in flagged)
     single = clf.predict(sample_images[0])
     at = Classifier(path, provider="cpu", review_below=single.confidence)
     assert at.predict(sample_images[0]).needs_review is False  # equal to the threshold: kept
@@ -104,15 +105,18 @@ def test_input_checks_flag_blank_frames_with_the_reason(classifier):
                                        np.full((64, 64, 3), 255, np.uint8)])
     for p in preds:
         assert p.needs_review
-        assert any(r.startswith("blank or flat image") for r in p.review_reasons)
-        assert any(r.startswith("no stained cells found") for r in p.review_reasons)
+        assert any(r.code == "blank" and r.message.startswith("blank or flat image")
+                   for r in p.review_reasons)
+        assert any(r.code == "no_stain" and r.message.startswith("no stained cells found")
+                   for r in p.review_reasons)
 
 
 def test_input_checks_flag_what_is_unlike_the_training_images(classifier):
     green = np.zeros((32, 32, 3), np.uint8)
     green[..., 1] = np.indices((32, 32)).sum(0) % 2 * 255
     p = classifier.predict_pixels([green])[0]
-    assert any(r.startswith("unlike the training images") for r in p.review_reasons)
+    assert any(r.code == "unlike_training"
+               and r.message.startswith("unlike the training images") for r in p.review_reasons)
 
 
 def test_hybrid_model(make_tiny_onnx, tmp_path, pixels):
@@ -124,7 +128,7 @@ def test_hybrid_model(make_tiny_onnx, tmp_path, pixels):
 def test_model_without_ood_has_no_score(make_tiny_onnx, tmp_path, pixels):
     clf = Classifier(make_tiny_onnx(tmp_path / "n.onnx", with_ood=False), provider="cpu")
     p = clf.predict_pixels([pixels[0]])[0]
-    assert "ood_score" not in p.quality
+    assert "ood_score" not in p.input_checks
 
 
 def test_bad_images_raise_image_error_with_the_name(classifier, tmp_path):
@@ -167,7 +171,7 @@ def _contract_json(**changes) -> str:
     from onnx_builders import TINY_SPEC
 
     d = ModelContract(classes=("Benign", "Early", "Pre", "Pro"), preprocessing=TINY_SPEC,
-                      sanity=SanityLimits()).to_dict()
+                      input_checks=InputChecks()).to_dict()
     d.update(changes)
     return json.dumps(d)
 

@@ -57,7 +57,7 @@ def test_a_frame_that_is_not_a_smear_needs_review(tiny_model_path, tmp_path, nam
     path = _png(tmp_path / f"{name}.png", pixels)
     (row,) = rows(invoke("infer", path, "-m", tiny_model_path, "-f", "json").stdout)
     assert row["needs_review"] is True
-    assert any(r.startswith(reason) for r in row["review_reasons"]), row
+    assert any(r["message"].startswith(reason) for r in row["review_reasons"]), row
 
 
 # --------------------------------------------------------------------------- memory bombs

@@ -20,7 +20,7 @@ from leukedge.cli.main import app
 from leukedge.runtime import Classifier
 
 ROW_KEYS = ["path", "label", "confidence", "probabilities", "needs_review", "review_reasons",
-            "quality", "seconds", "error", "overlay", "timestamp", "model", "model_sha256",
+            "input_checks", "seconds", "error", "overlay", "timestamp", "model", "model_sha256",
             "precision", "leukedge_version"]
 runner = CliRunner()
 

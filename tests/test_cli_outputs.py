@@ -171,13 +171,15 @@ def test_stdout_in_cp1252_escapes_what_it_cannot_hold(tiny_model_path, sample_im
 
 def test_files_that_are_not_images_are_named_not_skipped_silently(tiny_model_path, two_images,
                                                                   tmp_path):
-    for name in ("c.avif", "d.gif", "e.heic", "f.jp2", "g.txt", "h.jxl", ".hidden.gif"):
+    for name in ("c.avif", "d.gif", "e.heic", "f.jp2", "g.dat", "h.jxl", ".hidden.gif",
+                 "README.md", "notes.txt"):
         (tmp_path / name).write_bytes(b"GIF89a....")
     result = invoke("infer", tmp_path, "-m", tiny_model_path, "-f", "json")
     assert result.exit_code == 0, result.output
     assert "skipped 6 files that are not JPEG/PNG/TIFF/BMP/WebP: c.avif, d.gif, e.heic, f.jp2, " \
-           "g.txt and 1 more" in result.stderr
+           "g.dat and 1 more" in result.stderr
     assert ".hidden" not in result.stderr and "2/2 images classified" in result.stderr
+    assert "README" not in result.stderr and "notes" not in result.stderr  # text beside images
 
 
 def test_exit_codes_follow_the_error_type():

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from leukedge.runtime.contract import (CONTRACT_KEY, SCHEMA_VERSION, ContractError, ModelContract,
-                                       SanityLimits, contract_document, contract_from_metadata,
-                                       read_contract)
+                                       contract_document, contract_from_metadata, read_contract)
+from leukedge.runtime.input_checks import InputChecks
 from leukedge.runtime.preprocessing import HsvMaskSpec, PreprocessSpec
 
 
@@ -21,7 +21,7 @@ def _contract(**changes) -> ModelContract:
 def test_json_roundtrip_keeps_every_field():
     contract = _contract(precision="int8", provenance={"data_manifest_sha256": "ab" * 32},
                          quantization={"method": "static"}, metrics={"accuracy": 0.9},
-                         temperature=1.4, sanity=SanityLimits(0.03, 0.01, 3.3),
+                         temperature=1.4, input_checks=InputChecks(0.03, 0.01, 3.3),
                          weights={"init": "imagenet", "sha256": "cd" * 32})
     again = ModelContract.from_json(contract.to_json())
     assert again == contract
@@ -60,8 +60,8 @@ def test_malformed_values_are_reported():
     ({"classes": "Benign,Early"}, "classes must be a list"),
     ({"review_below": 1.5}, r"review_below must be a number in \[0, 1\]"),
     ({"temperature": -1}, "temperature must be a number"),
-    ({"sanity": {"min_contrast": 2.0, "min_stain_coverage": 0, "max_ood_score": None}},
-     "sanity.min_contrast"),
+    ({"input_checks": {"min_contrast": 2.0, "min_stain_coverage": 0, "max_ood_score": None}},
+     "input_checks.min_contrast"),
 ])
 def test_invalid_values_are_named(changes, message):
     d = {**_contract().to_dict(), **changes}
@@ -120,13 +120,35 @@ def test_missing_and_corrupt_files(tmp_path):
         read_contract(junk)
 
 
-def test_sanity_reasons():
-    limits = SanityLimits(min_contrast=0.03, min_stain_coverage=0.01, max_ood_score=3.0)
+def test_input_check_reasons():
+    limits = InputChecks(min_contrast=0.03, min_stain_coverage=0.01, max_ood_score=3.0)
     assert limits.reasons(0.1, 0.2, 1.0) == []
     reasons = limits.reasons(0.0, 0.0, 9.0)
-    assert [r.split(" (")[0] for r in reasons] == [
+    assert [r.message.split(" (")[0] for r in reasons] == [
         "blank or flat image", "no stained cells found", "unlike the training images"]
-    assert len(limits.reasons(float("nan"), 0.2, 1.0)) == 1  # NaN never passes
+    assert [r.code for r in reasons] == ["blank", "no_stain", "unlike_training"]
+    assert [r.code for r in limits.reasons(float("nan"), 0.2, 1.0)] == ["blank"]  # NaN fails
+
+
+def test_review_codes_are_checked_and_travel_as_objects():
+    from leukedge.runtime.input_checks import REVIEW_CODES, ReviewReason, low_confidence
+
+    reason = low_confidence(0.7123, 0.95)
+    assert reason.to_dict() == {"code": "low_confidence",
+                                "message": "low confidence (0.712 < 0.95)"}
+    assert str(reason) == reason.message
+    assert set(REVIEW_CODES) == {"low_confidence", "blank", "no_stain", "unlike_training",
+                                 "unreadable"}
+    with pytest.raises(ValueError, match="Unknown review code 'blurry'"):
+        ReviewReason("blurry", "out of focus")
+
+
+def test_a_schema_2_contract_reads_its_sanity_limits_as_input_checks(tiny_model_path):
+    """The bundled models before 0.3 and any model exported then carry ``sanity``."""
+    d = read_contract(tiny_model_path).to_dict()
+    d["schema_version"], d["sanity"] = 2, d.pop("input_checks")
+    d["sanity"]["min_contrast"] = 0.05
+    assert ModelContract.from_dict(d).input_checks.min_contrast == 0.05
 
 
 @pytest.mark.parametrize("name, index, words", [

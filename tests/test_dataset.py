@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from dataset_builders import ALL_DATA, CLASSES, read_all_manifest, synthetic_dataset
-from leukedge.modelkit.duplicates import duplicate_groups, near_duplicate_pairs, thumbnail
 from leukedge.modelkit.dataset import Dataset, ImageRecord, data_manifest_sha256, discover_dataset
+from leukedge.modelkit.duplicates import duplicate_groups, near_duplicate_pairs, thumbnail
 from leukedge.modelkit.splits import (SplitManifest, make_folds, make_split, read_split_manifest,
                                      select_split, write_split_manifest)
 

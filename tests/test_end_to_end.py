@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from dataset_builders import real_images, tiny_real_dataset
 from leukedge.cli.main import app
+from leukedge.modelkit.run_record import RunRecord
 from leukedge.runtime.contract import read_contract
 from leukedge.runtime.files import list_images, sha256_file
-from leukedge.modelkit.run_record import RunRecord
 
 TINY = ["--input-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
         "--bank-copies", "2"]
@@ -96,13 +96,13 @@ def test_contracts_carry_the_run_and_the_parent(pipeline):
     assert fp32.provenance["split_manifest_sha256"] == sha256_file(run / "split.json")
     assert fp32.weights["init"] == "imagenet" and fp32.metrics is not None
     assert fp32.review_below == 0.6 and fp32.temperature == record.calibration.temperature
-    assert fp32.has_ood_score and fp32.sanity.max_ood_score is not None
+    assert fp32.has_ood_score and fp32.input_checks.max_ood_score is not None
 
     child = read_contract(int8)
     assert child.precision == "int8" and child.quantization["method"] == "static"
     assert child.provenance["parent_sha256"] == sha256_file(run / "model.onnx")
     assert child.classes == fp32.classes and child.preprocessing == fp32.preprocessing
-    assert child.review_below == fp32.review_below and child.sanity == fp32.sanity
+    assert child.review_below == fp32.review_below and child.input_checks == fp32.input_checks
 
 
 @pytest.mark.slow

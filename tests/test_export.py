@@ -16,10 +16,10 @@ import pytest
 from leukedge.export import (ModelTooLargeError, ParityError, UnsupportedOpError,
                              check_conversion_memory, estimate_conversion_bytes, export_keras)
 from leukedge.export.memory import available_memory_bytes
+from leukedge.modelkit.run_record import Calibration, RunRecord
 from leukedge.runtime.contract import read_contract
 from leukedge.runtime.decode import load_image
 from leukedge.runtime.preprocessing import PreprocessSpec
-from leukedge.modelkit.run_record import Calibration, RunRecord
 
 SIZE = 32
 
@@ -120,7 +120,7 @@ def test_export_writes_a_one_file_model_that_takes_raw_pixels(tmp_path, pixels):
     contract = read_contract(out)
     assert contract.classes == run.classes and contract.precision == "fp32"
     assert contract.temperature == 1.3 and contract.review_below == 0.7
-    assert contract.has_ood_score and contract.sanity.max_ood_score > 0
+    assert contract.has_ood_score and contract.input_checks.max_ood_score > 0
     assert contract.provenance["split_manifest_sha256"] == "s" * 64
     assert contract.model_info["parameters"] == model.count_params()
     clf = Classifier(out, provider="cpu")
@@ -137,7 +137,7 @@ def test_image_only_export_without_input_checks(tmp_path, pixels):
     result = export_keras(_tiny_network(hybrid=False), out, record(hybrid=False),
                           parity_images=pixels[:2], parity_source="x")
     contract = result.contract
-    assert not contract.has_ood_score and contract.sanity.max_ood_score is None
+    assert not contract.has_ood_score and contract.input_checks.max_ood_score is None
     import onnx
 
     assert [i.name for i in onnx.load(str(out)).graph.input] == ["image"]

@@ -55,6 +55,7 @@ def test_node_gives_infers_answers(installed, model):
         assert a["label"] == b["label"]
         assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-3)
         assert a["needs_review"] == b["needs_review"]
+        assert [r["code"] for r in a["review_reasons"]] == [r["code"] for r in b["review_reasons"]]
 
 
 def test_node_reports_a_bad_file_and_the_contract_reader_refuses_other_models(installed, tmp_path,

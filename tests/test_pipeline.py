@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from leukedge.runtime import Classifier, Prediction
+from leukedge.runtime.decode import load_image
 from leukedge.runtime.overlay import overlay_names, render_overlay, write_overlay
 from leukedge.runtime.pipeline import classify_files
-from leukedge.runtime.decode import load_image
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_keep_images_and_to_dict(classifier, sample_images):
     np.testing.assert_array_equal(result.image, load_image(sample_images[0]))
     assert result.mask.shape == (32, 32) and result.mask.dtype == np.uint8
     assert list(result.to_dict()) == ["path", "label", "confidence", "probabilities",
-                                      "needs_review", "review_reasons", "quality", "seconds",
+                                      "needs_review", "review_reasons", "input_checks", "seconds",
                                       "error"]
     assert result.seconds > 0
 
@@ -46,7 +46,8 @@ def test_an_error_row_needs_review(classifier, tmp_path):
     missing = tmp_path / "absent.jpg"
     (result,) = classify_files(classifier, [missing], workers=0)
     row = result.to_dict()
-    assert row["needs_review"] is True and row["review_reasons"] == ["could not be classified"]
+    assert row["needs_review"] is True and row["review_reasons"] == [
+        {"code": "unreadable", "message": "could not be classified"}]
     assert row["error"].startswith(str(missing))
 
 

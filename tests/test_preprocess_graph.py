@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from leukedge.runtime.decode import load_image
 from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.runtime.decode import load_image
 from leukedge.runtime.preprocessing import HsvMaskSpec, PreprocessSpec
 
 SPEC = PreprocessSpec(input_size=(8, 8), masked_input=True)  # x / 255, the mask as an input
@@ -16,7 +16,7 @@ SPEC = PreprocessSpec(input_size=(8, 8), masked_input=True)  # x / 255, the mask
 
 def run(pixels: np.ndarray, spec: PreprocessSpec = SPEC) -> dict:
     runner = PreprocessRunner(spec)
-    return {**runner(pixels), **runner.quality(pixels), "stain_mask": runner.mask(pixels)}
+    return {**runner(pixels), **runner.measures(pixels), "stain_mask": runner.mask(pixels)}
 
 
 def mask_of(rgb: tuple[int, int, int]) -> bool:

@@ -15,11 +15,11 @@ from leukedge.cli.main import app
 from leukedge.export import (AccuracyGateError, ImageCalibrationReader, QuantizationError,
                              QuantizeOptions, calibration_files, calibration_set_sha256,
                              quantize_model)
+from leukedge.modelkit.evaluation.labelled import load_labelled, select_evenly
+from leukedge.modelkit.graph.compose import compose_model, output_names
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.contract import ModelContract, embed_contract, read_contract, save_model
-from leukedge.modelkit.evaluation.labelled import load_labelled, select_evenly
 from leukedge.runtime.files import sha256_file
-from leukedge.modelkit.graph.compose import compose_model, output_names
 from leukedge.runtime.preprocessing import PreprocessSpec
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")

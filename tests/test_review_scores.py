@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leukedge.runtime.classifier import Prediction
 from leukedge.modelkit.evaluation.labelled import LabelledSet
 from leukedge.modelkit.evaluation.review_scores import review_scores
+from leukedge.runtime.classifier import Prediction
+from leukedge.runtime.input_checks import ReviewReason, low_confidence
 
 CLASSES = ("Benign", "Early", "Pre", "Pro")
 
@@ -25,9 +26,9 @@ def _prediction(label: str, confidence: float, reasons=()) -> Prediction:
 def test_the_flag_and_the_errors_it_lets_through():
     labels = [0, 1, 2, 3, 0]
     preds = [_prediction("Benign", 0.99),
-             _prediction("Benign", 0.60, ["low confidence (0.600 < 0.9)"]),  # caught
+             _prediction("Benign", 0.60, [low_confidence(0.6, 0.9)]),  # caught
              _prediction("Pro", 0.97),  # an error the flag missed
-             _prediction("Pro", 0.95, ["unlike the training images (score 9.00 > 2.00)"]),
+             _prediction("Pro", 0.95, [ReviewReason("unlike_training", "unlike the training")]),
              _prediction("Benign", 0.99)]
     s = review_scores(labels, preds, CLASSES, ["a", "b", "c", "d", "e"])
     assert s["n"] == 5 and s["accuracy"] == pytest.approx(0.6)
@@ -35,7 +36,7 @@ def test_the_flag_and_the_errors_it_lets_through():
     assert s["unflagged"] == [{"path": "c", "true": "Pre", "predicted": "Pro",
                                "confidence": 0.97}]
     assert s["flagged_rate"] == pytest.approx(0.4)
-    assert s["review_reasons"] == {"low confidence": 1, "unlike the training images": 1}
+    assert s["review_reasons"] == {"low_confidence": 1, "unlike_training": 1}
     assert s["cost_per_sample"] == pytest.approx((10 + 10) / 5)  # Early->Benign, Pre->Pro
     assert s["accuracy_ci95"][0] < 0.6 < s["accuracy_ci95"][1]
     assert 0 < s["ece"] < 1

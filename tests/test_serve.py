@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from leukedge.runtime.contract import SCHEMA_VERSION
+
 pytest.importorskip("fastapi", reason="leukedge serve needs the [serve] extra")
 pytest.importorskip("uvicorn", reason="leukedge serve needs the [serve] extra")
 
@@ -82,14 +84,14 @@ def test_health_and_model(server):
     assert _request(server, "GET", "/healthz") == (200, {"status": "ok"})
     status, model = _request(server, "GET", "/v1/model")
     assert status == 200 and model["classes"] == ["Benign", "Early", "Pre", "Pro"]
-    assert len(model["sha256"]) == 64 and model["contract"]["schema_version"] == 2
+    assert len(model["sha256"]) == 64 and model["contract"]["schema_version"] == SCHEMA_VERSION
 
 
 def test_classify_gives_infers_row(server, sample_images):
     status, row = classify(server, [("smear.jpg", sample_images[0].read_bytes())])
     assert status == 200 and row["path"] == "smear.jpg" and row["error"] is None
     assert row["label"] in row["probabilities"] and len(row["model_sha256"]) == 64
-    assert set(row) >= {"confidence", "needs_review", "review_reasons", "quality", "precision"}
+    assert set(row) >= {"confidence", "needs_review", "review_reasons", "input_checks", "precision"}
 
 
 def test_several_files_in_one_request(server, sample_images):

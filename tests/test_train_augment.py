@@ -8,8 +8,8 @@ import pytest
 
 from dataset_builders import synthetic_dataset, synthetic_smear
 from leukedge.modelkit.dataset import discover_dataset
-from leukedge.modelkit.splits import make_split
 from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.splits import make_split
 from leukedge.runtime.preprocessing import PreprocessSpec
 from leukedge.train.augment import AugmentSpec, affine_matrix, augment, random_color
 from leukedge.train.data import BatchSource, class_weights, load_images

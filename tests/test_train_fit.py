@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 from dataset_builders import synthetic_dataset, tiny_real_dataset
 from leukedge.cli import train as train_cli
+from leukedge.modelkit.run_record import RunRecord
 from leukedge.modelkit.splits import read_split_manifest
 from leukedge.runtime.files import sha256_file
-from leukedge.modelkit.run_record import RunRecord
 
 TWO_PHASE = ["--input-size", "64", "--epochs", "2", "--head-epochs", "2", "--batch-size", "8",
              "--bank-copies", "2"]

@@ -31,10 +31,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from leukedge.runtime.files import atomic_write_bytes
 from leukedge.modelkit.graph.features import N_FEATURES, feature_nodes
 from leukedge.modelkit.graph.preprocess import OPSET
 from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.runtime.files import atomic_write_bytes
 
 from .augment import augment
 from .data import run_graph

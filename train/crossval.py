@@ -28,9 +28,9 @@ from typing import Iterable, Optional
 import numpy as np
 
 from leukedge.modelkit.dataset import discover_dataset
-from leukedge.runtime.files import atomic_write_text
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.splits import make_folds, make_split
+from leukedge.runtime.files import atomic_write_text
 
 from .fit import Prepared, fit_partition, prepare_images
 from .recipes import CV_FOLDS, CV_SEED, get_recipe

@@ -26,10 +26,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from leukedge.modelkit.dataset import Dataset, discover_dataset
-from leukedge.modelkit.splits import make_split, write_split_manifest
 from leukedge.modelkit.duplicates import duplicate_groups, thumbnail
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.run_record import RunRecord
+from leukedge.modelkit.splits import make_split, write_split_manifest
 
 from .backbones import resolve_weights
 from .end_to_end import fit_end_to_end

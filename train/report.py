@@ -16,10 +16,10 @@ import numpy as np
 
 from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,
                                          fit_temperature, softmax)
-from leukedge.runtime.contract import leukedge_version
-from leukedge.runtime.files import sha256_file
 from leukedge.modelkit.metrics import REFERENCE_COST_MATRIX, evaluate
 from leukedge.modelkit.run_record import RUN_FILE, Calibration, RunRecord
+from leukedge.runtime.contract import DEFAULT_REVIEW_BELOW, leukedge_version
+from leukedge.runtime.files import sha256_file
 
 from .model import count_parameters
 from .run_folder import plot_history, predictions_table, save_keras_model, write_json
@@ -49,7 +49,7 @@ def calibrate(val_logits: np.ndarray, val_labels: np.ndarray) -> tuple[Calibrati
     (a fit would only sharpen the probabilities) and the review says so: calibrate such a model
     on a cross-validation (``leukedge export --calibration``)."""
     if len(val_logits) < 10:
-        return Calibration(), 0.8, {"note": "too few validation images; defaults kept"}
+        return Calibration(), DEFAULT_REVIEW_BELOW, {"note": "too few validation images; defaults kept"}
     val_labels = np.asarray(val_labels)
     before = expected_calibration_error(softmax(val_logits), val_labels)
     errors = int(np.sum(np.argmax(val_logits, axis=1) != val_labels))

@@ -141,15 +141,19 @@ export function decode(file) {
 // ------------------------------------------------------------------ classifying
 
 function reviewReasons(contract, confidence, outputs) {
+  // The same codes and messages as leukedge's rows; contract schema 2 called the limits "sanity".
   const reasons = [];
+  const reason = (code, message) => reasons.push({ code, message });
   if (!(confidence >= contract.review_below)) {
-    reasons.push(`low confidence (${confidence.toFixed(3)} < ${contract.review_below})`);
+    reason("low_confidence", `low confidence (${confidence.toFixed(3)} < ${contract.review_below})`);
   }
-  const s = contract.sanity || {};
-  if (!(outputs.contrast >= (s.min_contrast || 0))) reasons.push("blank or flat image");
-  if (!(outputs.stain_coverage >= (s.min_stain_coverage || 0))) reasons.push("no stained cells found");
+  const s = contract.input_checks || contract.sanity || {};
+  if (!(outputs.contrast >= (s.min_contrast || 0))) reason("blank", "blank or flat image");
+  if (!(outputs.stain_coverage >= (s.min_stain_coverage || 0))) {
+    reason("no_stain", "no stained cells found");
+  }
   if (s.max_ood_score != null && outputs.ood_score !== undefined &&
-      !(outputs.ood_score <= s.max_ood_score)) reasons.push("unlike the training images");
+      !(outputs.ood_score <= s.max_ood_score)) reason("unlike_training", "unlike the training images");
   return reasons;
 }
 

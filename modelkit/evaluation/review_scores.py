@@ -32,7 +32,7 @@ def review_scores(labels: Sequence[int], predictions: Sequence, classes: Sequenc
     Returns a JSON-ready dict: the keys of :func:`leukedge.modelkit.metrics.evaluate` (n,
     accuracy, accuracy_ci95, cost_per_sample, per_class, confusion_matrix, ...), and ece,
     flagged_rate, errors, errors_caught, unflagged_errors (count), unflagged (the files:
-    path, true, predicted, confidence), review_reasons (reason -> images).
+    path, true, predicted, confidence), review_reasons (review code -> images).
     """
     labels = np.asarray(labels, np.int64)
     if len(labels) != len(predictions):
@@ -53,12 +53,5 @@ def review_scores(labels: Sequence[int], predictions: Sequence, classes: Sequenc
                     "predicted": predictions[i].label,
                     "confidence": float(predictions[i].confidence)}
                    for i in np.flatnonzero(wrong & ~flagged)],
-        review_reasons=dict(Counter(reason for p in predictions for reason in
-                                    _reason_kinds(p.review_reasons))))
+        review_reasons=dict(Counter(r.code for p in predictions for r in p.review_reasons)))
     return out
-
-
-def _reason_kinds(reasons: Sequence[str]) -> list[str]:
-    """A reason's kind: its text up to the first measured value ("confidence 0.71 < 0.95" ->
-    "confidence"), so images group by why they were flagged."""
-    return [r.split(" (")[0].strip() for r in reasons]

@@ -14,7 +14,7 @@ Outputs:
 - ``stain_fraction``: float32 [N], the share of pixels in the stained-cell mask;
 - ``stain_coverage``: float32 [N], the share of pixels with a stain colour in a broad sense
   (hue 0.5-0.85, saturation >= 0.15: the blue-purple of stained nuclei and cytoplasm), an input
-  sanity measure. The reference mask above is too narrow for that: it selects no pixel at all in
+  input-check measure. The reference mask above is too narrow for that: it selects no pixel at all in
   396 of the 643 Pro images of the ALL data, which are pale;
 - ``contrast``: float32 [N], the standard deviation of the grey level on [0, 1];
 - ``stain_mask``: uint8 [N, h, w], the mask itself (1 = stained), for overlays.

@@ -47,8 +47,8 @@ class PreprocessRunner:
         names = ["image", "masked_image"][:len(out)]
         return dict(zip(names, out))
 
-    def quality(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """The input-quality measures (stain fraction, stain coverage, contrast) per image."""
+    def measures(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """The input-check measures (stain fraction, stain coverage, contrast) per image."""
         out = self._session.run(list(QUALITY_OUTPUTS), {INPUT: _check_batch(images)})
         return dict(zip(QUALITY_OUTPUTS, out))
 

@@ -20,9 +20,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from leukedge.runtime.contract import SanityLimits
 from leukedge.modelkit.graph.postprocess import OodStats, fit_ood_stats
 from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.runtime.batching import model_runs
+from leukedge.runtime.input_checks import InputChecks
 
 MIN_QUANTILE = 0.001
 MIN_FACTOR = 0.5
@@ -32,31 +33,29 @@ BATCH = 32
 
 
 @dataclass(frozen=True)
-class SanityFit:
+class InputChecksFit:
     """The OOD statistics, the limits, and the training images' measures they came from."""
 
     ood: OodStats
-    limits: SanityLimits
+    limits: InputChecks
     summary: dict
 
 
 def _measures(runner: PreprocessRunner, net_session: Any, images: Sequence[np.ndarray]
               ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    features, quality = [], {}
-    for start in range(0, len(images), BATCH):
-        chunk = list(images[start:start + BATCH])
-        same = len({im.shape for im in chunk}) == 1
-        groups = [np.stack(chunk)] if same else [im[None] for im in chunk]
-        for batch in groups:
-            feeds = runner(batch)
-            features.append(net_session.run(["features"], feeds)[0])
-            for name, value in runner.quality(batch).items():
-                quality.setdefault(name, []).append(value)
-    return np.concatenate(features), {k: np.concatenate(v) for k, v in quality.items()}
+    """The network's features and the input-check measures of every image (input order)."""
+    features, measured = {}, {}
+    for indices, batch in model_runs(images, BATCH):
+        features.update(zip(indices, net_session.run(["features"], runner(batch))[0]))
+        for name, values in runner.measures(batch).items():
+            measured.setdefault(name, {}).update(zip(indices, values))
+    order = range(len(images))
+    return (np.stack([features[i] for i in order]),
+            {k: np.array([v[i] for i in order]) for k, v in measured.items()})
 
 
-def fit_sanity(runner: PreprocessRunner, net_session: Any,
-               images: Sequence[np.ndarray]) -> SanityFit:
+def fit_input_checks(runner: PreprocessRunner, net_session: Any,
+                     images: Sequence[np.ndarray]) -> InputChecksFit:
     """Fit the OOD statistics and the limits on (un-augmented) training images.
 
     Args:
@@ -70,21 +69,21 @@ def fit_sanity(runner: PreprocessRunner, net_session: Any,
     if len(images) < 10:
         raise ValueError(f"setting the input checks needs at least 10 training images, "
                          f"got {len(images)}")
-    features, quality = _measures(runner, net_session, images)
+    features, measured = _measures(runner, net_session, images)
     ood = fit_ood_stats(features)
     scores = ood.score(features)
-    limits = SanityLimits(
-        min_contrast=round(MIN_FACTOR * float(np.quantile(quality["contrast"], MIN_QUANTILE)), 4),
-        min_stain_coverage=round(MIN_FACTOR * float(np.quantile(quality["stain_coverage"],
+    limits = InputChecks(
+        min_contrast=round(MIN_FACTOR * float(np.quantile(measured["contrast"], MIN_QUANTILE)), 4),
+        min_stain_coverage=round(MIN_FACTOR * float(np.quantile(measured["stain_coverage"],
                                                                 MIN_QUANTILE)), 4),
         max_ood_score=round(OOD_MARGIN * float(np.quantile(scores, OOD_QUANTILE)), 3))
     summary = {"images": len(images),
-               "contrast_quantiles": _quantiles(quality["contrast"]),
-               "stain_coverage_quantiles": _quantiles(quality["stain_coverage"]),
+               "contrast_quantiles": _quantiles(measured["contrast"]),
+               "stain_coverage_quantiles": _quantiles(measured["stain_coverage"]),
                "ood_score_quantiles": _quantiles(scores),
                "rule": f"min = {MIN_FACTOR} x {MIN_QUANTILE:.1%} quantile; max ood = "
                        f"{OOD_MARGIN} x {OOD_QUANTILE:.1%} quantile (training images)"}
-    return SanityFit(ood, limits, summary)
+    return InputChecksFit(ood, limits, summary)
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
