@@ -44,6 +44,7 @@ from leukedge.modelkit.confidence import (choose_review_threshold, expected_cali
                                          fit_temperature, review_outcome, softmax)
 from leukedge.modelkit.evaluation.labelled import select_evenly  # noqa: E402
 from leukedge.modelkit.metrics import evaluate  # noqa: E402
+from leukedge.modelkit.run_folder import RunFolder
 from leukedge.modelkit.run_record import Calibration, RunRecord  # noqa: E402
 from leukedge.runtime.classifier import Classifier  # noqa: E402
 from leukedge.runtime.decode import load_image  # noqa: E402
@@ -125,13 +126,14 @@ def evaluate_fold(folder: Path, data: Path) -> dict:
     record = fold_record(oof, temperature)
     started = time.perf_counter()
     train_pixels = [load_image(root / p) for p in train_paths]
-    classical = (folder / "network.onnx").is_file()
+    run = RunFolder(folder)
+    classical = run.classical
     if classical:  # SVM, XGBoost: no TensorFlow, no quantization
-        export = export_classical(load_network(folder / "network.onnx"), folder / "model.onnx",
+        export = export_classical(load_network(run.network), run.onnx_model,
                                   record, parity_images=pixels[::16],
                                   parity_source="held-out fold", train_images=train_pixels)
     else:
-        export = export_keras(load_model(folder / "model.keras"), folder / "model.onnx", record,
+        export = export_keras(load_model(run.keras_model), run.onnx_model, record,
                               parity_images=pixels[::16], parity_source="held-out fold",
                               train_images=train_pixels)
     export_s = time.perf_counter() - started

@@ -32,10 +32,10 @@ def keras_reference(path: Path):
     quiet_tensorflow()
     from leukedge.modelkit.confidence import softmax
     from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
-    from leukedge.modelkit.run_record import RunRecord
+    from leukedge.modelkit.run_folder import RunFolder
     from leukedge.train import load_model
 
-    record = RunRecord.read(path.parent / "run.json")
+    record = RunFolder.of(path).read_record()
     model, runner = load_model(path), PreprocessRunner(record.preprocessing)
     t = record.calibration.temperature
 

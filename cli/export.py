@@ -15,43 +15,6 @@ import typer
 from .errors import EXIT_OK, need, reported
 
 
-def resolve_run(source: Path) -> tuple[Path, Path]:
-    """RUN_DIR, RUN_DIR/model.keras or RUN_DIR/network.onnx (SVM, XGBoost) -> (model path,
-    run.json path)."""
-    model_path = source
-    if source.is_dir():
-        model_path = next((source / f for f in ("model.keras", "network.onnx")
-                           if (source / f).is_file()), source / "model.keras")
-    if not model_path.is_file() or model_path.name not in ("model.keras", "network.onnx"):
-        raise ValueError(f"{source}: expected a run folder holding model.keras or network.onnx "
-                         "(made by `leukedge train`), or that file")
-    run_file = model_path.parent / "run.json"
-    if not run_file.is_file():
-        raise ValueError(f"{run_file} is missing: export needs the run record (the "
-                         "preprocessing the model was trained behind, its classes and "
-                         "calibration)")
-    return model_path, run_file
-
-
-def load_run_images(record, run_dir: Path, data: Optional[Path], parity_count: int):
-    """(parity pixels, where, training pixels) from the run's split manifest."""
-    from leukedge.modelkit.evaluation.labelled import load_labelled
-    from leukedge.modelkit.splits import held_out_split
-
-    data_dir = data or Path(record.data.get("dir", ""))
-    split_file = run_dir / "split.json"
-    if not data_dir.is_dir():
-        raise ValueError(f"the run's dataset {str(data_dir)!r} is not here; pass --data DIR "
-                         "(export checks parity on the test images and sets the input checks "
-                         "on the training images)")
-    if not split_file.is_file():
-        raise ValueError(f"{split_file} is missing")
-    split = held_out_split(split_file)
-    held = load_labelled(data_dir, record.classes, split_file, split, limit=parity_count)
-    train = load_labelled(data_dir, record.classes, split_file, "train")
-    return held.decode(), f"{split} split ({len(held)} images)", train.decode()
-
-
 def export_command(
     source: Annotated[Path, typer.Argument(
         show_default=False, help="A training run folder (model.keras, run.json, split.json).")],
@@ -87,50 +50,31 @@ def export_command(
     calibrated softmax and the input checks; its contract describes them. It is checked
     (onnx.checker, ONNX Runtime, parity with Keras on real test images) before it is written.
     """
+    from leukedge.modelkit.run_folder import RunFolder
+
     with reported(ValueError):
-        from leukedge.modelkit.run_record import RunRecord
+        run = RunFolder.of(source)
+    need("onnx", "train", "Exporting")
+    from leukedge.export.run_export import ExportRequest, export_run
 
-        model_path, run_file = resolve_run(source)
-        record = RunRecord.read(run_file)
-        extra = None
-        if calibration is not None:
-            from leukedge.export.cv_calibration import (apply_cv_calibration, cv_provenance,
-                                                        read_cv_calibration)
-
-            cv = read_cv_calibration(calibration)
-            record, extra = apply_cv_calibration(record, cv), cv_provenance(cv)
-        target = out or model_path.with_name("model.onnx")
-        if target.exists() and not overwrite:
-            raise ValueError(f"{target} exists; choose another --out or pass --overwrite")
-        parity, where, train_pixels = load_run_images(record, model_path.parent, data,
-                                                      parity_images)
-    if model_path.name == "network.onnx":  # the SVM and XGBoost rows: no TensorFlow
-        need("onnx", "train", "Exporting")
-        from leukedge.export.onnx_export import export_classical
+    request = ExportRequest(out, data, parity_images, tolerance, review_below, input_checks,
+                            calibration, overwrite)
+    with reported(ValueError):
+        request.check(run)
+    if run.classical:  # the SVM and XGBoost rows: no TensorFlow
         from leukedge.train.classical import load_network
 
-        with reported(ValueError):
-            result = export_classical(load_network(model_path), target, record,
-                                      parity_images=parity, parity_source=where,
-                                      train_images=train_pixels if input_checks else (),
-                                      review_below=review_below, tolerance=tolerance,
-                                      extra_provenance=extra)
+        load = load_network
     else:
         need("tensorflow", "train", "Exporting")
         need("tf2onnx", "train", "Exporting")
         from .native_logs import quiet_tensorflow
 
         quiet_tensorflow()
-        from leukedge.export.onnx_export import export_keras
-        from leukedge.train import load_model
-
-        with reported(ValueError):
-            result = export_keras(load_model(model_path), target, record, parity_images=parity,
-                                  parity_source=where,
-                                  train_images=train_pixels if input_checks else (),
-                                  review_below=review_below, tolerance=tolerance,
-                                  extra_provenance=extra)
-    _print_summary(result, record, model_path.parent)
+        from leukedge.train import load_model as load
+    with reported(ValueError):
+        result, record = export_run(run, load(run.model_file), request)
+    _print_summary(result, record, run)
     if triton is not None:
         from leukedge.export.triton import write_triton_repository
 
@@ -140,7 +84,7 @@ def export_command(
     raise typer.Exit(EXIT_OK)
 
 
-def _print_summary(result, record, run_dir: Path) -> None:
+def _print_summary(result, record, run) -> None:
     c = result.contract
     typer.echo(f"Wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, "
                f"{result.n_parameters / 1e6:.2f} M parameters, {result.seconds:.1f} s)")
@@ -152,12 +96,12 @@ def _print_summary(result, record, run_dir: Path) -> None:
     typer.echo(f"Review: confidence < {c.review_below:g}; input checks: contrast >= "
                f"{s.min_contrast:g}, stain coverage >= {s.min_stain_coverage:g}, ood score <= "
                f"{s.max_ood_score if s.max_ood_score is not None else '-'}")
-    if record.backbone in ("svm", "xgboost"):
+    if run.classical:
         typer.echo(f"Quantization does not apply to {record.backbone} models: deploy this file.")
         return
     data_dir = record.data.get("dir", "DATA_DIR")
     typer.echo(f"Next: leukedge quantize {result.path} --data {data_dir} "
-               f"--split-manifest {run_dir / 'split.json'}")
+               f"--split-manifest {run.split}")
 
 
 def register(app: typer.Typer) -> None:

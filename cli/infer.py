@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, List, Optional
 
 import typer
 
+from .classifier import open_classifier
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, reported
 from .options import OutputFormat, Provider
 
@@ -120,34 +120,6 @@ def _unique(paths: list) -> list:
     return out
 
 
-def open_classifier(model: Optional[str], provider: str, threads: Optional[int],
-                    review_below: Optional[float]) -> Any:
-    """The Classifier, or exit 2 with the reason (never a traceback) when the model is unusable."""
-    from leukedge.runtime.classifier import Classifier
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        with reported(ValueError):
-            classifier = Classifier(model, provider=provider, threads=threads,
-                                    review_below=review_below)
-    for w in caught:
-        if issubclass(w.category, (UserWarning, RuntimeWarning)):
-            typer.echo(f"Warning: {w.message}", err=True)
-    return classifier
-
-
-def provenance(classifier: Any) -> dict:
-    """What every row says about the model that made it."""
-    from leukedge.runtime.contract import leukedge_version
-    from leukedge.runtime.files import sha256_file
-    from leukedge.runtime.models import bundled_models
-
-    path = classifier.model_path
-    name = next((n for n, p in bundled_models().items() if p == path), path.name)
-    return {"model": name, "model_sha256": sha256_file(path),
-            "precision": classifier.contract.precision, "leukedge_version": leukedge_version()}
-
-
 def _write_overlay(path: Path, result: Any, tally: _Tally) -> Optional[str]:
     from leukedge.runtime.overlay import write_overlay
 
@@ -173,7 +145,7 @@ def classify_and_emit(classifier: Any, sources: list, opts: InferOptions, emit,
     if header is not None:
         emit(header)
     names = overlay_names(sources) if opts.overlay_dir is not None else []
-    tally, common = _Tally(total=len(sources)), provenance(classifier)
+    tally, common = _Tally(total=len(sources)), classifier.provenance
     show = sys.stderr.isatty() and len(sources) > PROGRESS_MIN_IMAGES
     results = classify_files(classifier, sources, batch_size=opts.batch_size,
                              keep_images=opts.overlay_dir is not None,

@@ -49,6 +49,6 @@ def registry_enum(name: str, values) -> type[enum.Enum]:
 
 
 def backbone_choices() -> type[enum.Enum]:
-    from leukedge.train.backbones import backbone_names  # no TensorFlow at import
+    from leukedge.modelkit.backbones import backbone_names  # no TensorFlow at import
 
     return registry_enum("Backbone", backbone_names())

@@ -54,7 +54,7 @@ def serve(
 
     from leukedge.runtime.http_api import create_app, loopback
 
-    from .infer import open_classifier
+    from .classifier import open_classifier
 
     if not loopback(host):
         typer.echo(f"Warning: binding {host}: anyone who can reach this address can use the "

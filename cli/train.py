@@ -187,28 +187,16 @@ def train_command(
 
     Every option left out takes the recipe's value (docs/models.md describes the
     recipes)."""
-    from dataclasses import replace
-
-    from leukedge.train.backbones import get_backbone, resolve_weights
-    from leukedge.train.recipes import get_recipe, recipe_for_backbone
+    from leukedge.train.recipes import pick_recipe
 
     with reported(ValueError):
         name = backbone.value if backbone is not None else None
-        row = (get_recipe(recipe) if recipe is not None
-               else recipe_for_backbone(name) if name is not None
-               else get_recipe(DEFAULT_RECIPE))
+        row = pick_recipe(recipe, name)
         config = row.config(backbone=name, input_size=parse_size(input_size),
                             seg_features=seg_features.value if seg_features else None,
                             seg_width=seg_width, head_units=parse_units(head_units),
                             dropout=dropout, l2=l2)
-        backbone_row = get_backbone(config.backbone)
-        if weights is None:
-            weights = row.weights if row.backbone == config.backbone else (
-                "imagenet" if backbone_row.pretrained else None)
-        elif backbone_row.kind == "classical" and weights.lower() != "none":
-            raise ValueError(f"--backbone {config.backbone} has no weights to load (it is "
-                             "fitted on hand-made features); leave out --weights")
-        resolved_weights = resolve_weights(backbone_row, weights)
+        resolved_weights = row.weights_for(config.backbone, weights)
         settings = row.settings(
             epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
             variant=variant.value if variant else None, patience=patience,
@@ -216,11 +204,9 @@ def train_command(
             method=method.value if method else None, head_epochs=head_epochs,
             fractions=parse_split(split) if split is not None else None,
             head_learning_rate=head_learning_rate, fine_tune_from=fine_tune_from,
-            bank_copies=bank_copies)
-        augment_changes = {k: v for k, v in dict(
-            rotation_deg=rotation, shift=shift, zoom=zoom, right_angles=right_angles,
-            color_jitter=color_jitter, enabled=augment).items() if v is not None}
-        settings = settings.with_updates(augment=replace(settings.augment, **augment_changes))
+            bank_copies=bank_copies,
+            augment=dict(rotation_deg=rotation, shift=shift, zoom=zoom, right_angles=right_angles,
+                         color_jitter=color_jitter, enabled=augment))
         settings.validate()
         settings.resolved_method(config.row.kind, resolved_weights)
     need("tensorflow", "train", "Training")

@@ -83,7 +83,7 @@ class Watcher:
         from leukedge.runtime.inbox import Inbox, is_inside
         from leukedge.runtime.journal import KEY_FIELDS, ResultJournal
 
-        from .infer import open_classifier, provenance
+        from .classifier import open_classifier
         from .output import RowFormatter
 
         self.opts, self.stop = opts, stop
@@ -98,7 +98,7 @@ class Watcher:
         inside = [d for d in (opts.done_dir, opts.failed_dir)
                   if d is not None and is_inside(d, opts.inbox)]
         self.inbox = Inbox(opts.inbox, opts.recursive, opts.settle, opts.give_up, exclude=inside)
-        self.common = provenance(self.classifier)
+        self.common = self.classifier.provenance
         self.counts = _Counts()
 
     def _say_notices(self) -> None:

@@ -41,6 +41,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from leukedge.modelkit.backbones import is_classical
 from leukedge.modelkit.evaluation.labelled import LabelledSet, select_evenly
 from leukedge.modelkit.evaluation.machine import describe_machine
 from leukedge.modelkit.metrics import evaluate
@@ -62,7 +63,6 @@ METHODS = ("static", "dynamic", "fp16")
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 WEIGHT_TYPES = ("int8", "uint8")
 DEFAULT_MIN_AGREEMENT = 0.98  # top-1 agreement with the FP32 parent
-CLASSICAL_BACKBONES = ("svm", "xgboost")  # leukedge.train.classical.KINDS
 AGREEMENT_IMAGES = 64
 
 
@@ -172,7 +172,7 @@ def quantize_model(model_path: str | os.PathLike, out_path: str | os.PathLike,
         raise QuantizationError(
             f"{model_path} is an ensemble: quantize the members (those that are networks), "
             "then join them again with `leukedge ensemble`.")
-    if parent.backbone in CLASSICAL_BACKBONES:
+    if is_classical(parent.backbone):
         raise QuantizationError(
             f"{model_path} is a {parent.backbone} model: quantization does not apply. Its "
             "network is hand-made features (histograms, gradients, co-occurrence counts) and a "

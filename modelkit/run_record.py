@@ -26,7 +26,6 @@ from leukedge.runtime.files import atomic_write_text, read_json_object
 from leukedge.runtime.preprocessing import PreprocessSpec
 
 RUN_RECORD_VERSION = 2
-RUN_FILE = "run.json"
 
 
 class RunRecordError(LeukedgeError, ValueError):

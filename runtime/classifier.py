@@ -11,6 +11,7 @@ thread-safe.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -20,11 +21,13 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from .batching import model_runs
-from .contract import INPUT_NAME, OUTPUT_NAME, ContractError, ModelContract, contract_from_metadata
+from .contract import (INPUT_NAME, OUTPUT_NAME, ContractError, ModelContract,
+                       contract_from_metadata, leukedge_version)
 from .cpu import has_int8_vnni
 from .decode import ImageSource, load_image
+from .files import sha256_file
 from .input_checks import ReviewReason, low_confidence
-from .models import resolve_model
+from .models import bundled_models, resolve_model
 from .session import create_session
 
 DECIMALS = 6  # confidences are reported, and compared with the threshold, at this precision
@@ -115,6 +118,15 @@ class Classifier:
     def classes(self) -> tuple[str, ...]:
         """Class names in the model's output order."""
         return self.contract.classes
+
+    @functools.cached_property
+    def provenance(self) -> dict:
+        """What every result row says about the model that made it: its name (a bundled
+        model's name, else the file name), sha256, precision, and this leukedge's version."""
+        path = self.model_path
+        name = next((n for n, p in bundled_models().items() if p == path), path.name)
+        return {"model": name, "model_sha256": sha256_file(path),
+                "precision": self.contract.precision, "leukedge_version": leukedge_version()}
 
     def predict(self, source: ImageSource) -> Prediction:
         """Classify one image (path, encoded bytes, or RGB uint8 array).

@@ -38,7 +38,6 @@ from .batching import (PIXEL_BUDGET, declared_pixels, pixels_of, plan_runs,
 from .classifier import Classifier, Prediction
 from .contract import leukedge_version
 from .decode import MAX_PIXELS, ImageError, decode_image
-from .files import sha256_file
 from .http_guard import (LocalOnly, PixelBudget, expected_host_names,
                          http_error_message, send_error)
 
@@ -195,9 +194,7 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
 
     batcher = Batcher(classifier, batch_window_ms)
     budget = PixelBudget(pixel_budget or PIXEL_BUDGET)
-    sha = sha256_file(classifier.model_path)
-    common = {"model": classifier.model_path.name, "model_sha256": sha,
-              "precision": classifier.contract.precision, "leukedge_version": leukedge_version()}
+    common = classifier.provenance
     app = FastAPI(title="leukedge", version=leukedge_version(), docs_url=None, redoc_url=None,
                   openapi_url=None)
 
@@ -230,7 +227,8 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
 
     @app.get("/v1/model")
     async def model() -> dict:
-        return {"model": classifier.model_path.name, "sha256": sha,
+        return {"model": common["model"], "file": classifier.model_path.name,
+                "sha256": common["model_sha256"],
                 "review_below": classifier.review_below, "classes": list(classifier.classes),
                 "contract": classifier.contract.to_dict()}
 

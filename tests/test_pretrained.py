@@ -172,7 +172,7 @@ def test_every_batchnorm_sees_the_statistics_it_was_trained_with(ported):
 def test_keras_imagenet_weights_without_a_network_name_the_option(monkeypatch):
     import keras
 
-    from leukedge.train.backbones import get_backbone
+    from leukedge.modelkit.backbones import get_backbone
     from leukedge.train.blocks import other_backbone
 
     def offline(**kwargs):

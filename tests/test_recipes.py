@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from dataset_builders import synthetic_dataset
 from leukedge.cli.main import app
-from leukedge.train.backbones import get_backbone, resolve_weights
+from leukedge.modelkit.backbones import get_backbone, resolve_weights
 from leukedge.train.fit import RECIPE_WEIGHTS, resolve_recipe
 from leukedge.train.recipes import (DEFAULT_RECIPE, RECIPES, get_recipe, recipe_for_backbone,
                                     recipe_names)

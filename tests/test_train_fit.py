@@ -243,7 +243,7 @@ def test_bank_copies_default_to_the_backbone_rows():
     """10 copies per image for the two-phase CNNs, 3 for SVM and XGBoost (as cross-validated),
     unless --bank-copies says; the resolved number is what a run records."""
     from leukedge.train import TrainSettings
-    from leukedge.train.backbones import get_backbone
+    from leukedge.modelkit.backbones import get_backbone
 
     assert TrainSettings().for_backbone(get_backbone("efficientnet_lite0")).bank_copies == 10
     for name in ("svm", "xgboost"):

@@ -7,7 +7,7 @@ import pytest
 
 from leukedge.train import (BACKBONES, HybridConfig, backbone_names, build_hybrid, build_parts,
                             count_parameters, flatten_parameter_count, get_backbone, seg_map_shape)
-from leukedge.train.backbones import resolve_weights
+from leukedge.modelkit.backbones import resolve_weights
 
 LIGHT = [row.name for row in BACKBONES if row.light and row.kind != "classical"]  # Keras rows
 HEAVY_BUILT = ["densenet201", "vgg16", "convnext_tiny"]  # convnext_base: same code, 88 M params

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from .backbones import BACKBONES, BackboneSpec, backbone_names, get_backbone
+from leukedge.modelkit.backbones import BACKBONES, BackboneSpec, backbone_names, get_backbone
 
 _LAZY = {
     "AugmentSpec": ".augment", "augment": ".augment",

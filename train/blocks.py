@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import keras
 from keras import layers
 
-from .backbones import BackboneSpec
+from leukedge.modelkit.backbones import BackboneSpec
 from .convertible import make_convertible
 
 SEG_FILTERS = (32, 64, 128, 256)  # the reference study's segmentation encoder

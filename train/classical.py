@@ -34,6 +34,7 @@ import numpy as np
 from leukedge.modelkit.graph.features import N_FEATURES, feature_nodes
 from leukedge.modelkit.graph.preprocess import OPSET
 from leukedge.modelkit.graph.runner import PreprocessRunner
+from leukedge.modelkit.run_folder import RunFolder
 from leukedge.runtime.files import atomic_write_bytes
 
 from .augment import augment
@@ -41,8 +42,6 @@ from .data import run_graph
 
 log = logging.getLogger(__name__)
 
-KINDS = ("svm", "xgboost")
-NETWORK_FILE = "network.onnx"
 PARITY_TOLERANCE = 1e-4
 _LOG_FLOOR = 1e-7  # logits = log(max(p, floor)): a probability of 0 stays finite
 SVM_GRID = [{"C": c, "gamma_scale": g} for c in (1.0, 10.0, 100.0) for g in (0.5, 1.0, 2.0)]
@@ -75,7 +74,7 @@ class ClassicalModel:
         return self.session().run(["logits"], {"image": x["image"]})[0]
 
     def save(self, folder: Path) -> None:
-        atomic_write_bytes(folder / NETWORK_FILE, self.network.SerializeToString())
+        atomic_write_bytes(RunFolder(folder).network, self.network.SerializeToString())
         if self.kind == "xgboost" and self.estimator is not None:
             raw = self.estimator.get_booster().save_raw(raw_format="json")
             atomic_write_bytes(folder / "xgboost.json", bytes(raw))

@@ -29,6 +29,7 @@ import numpy as np
 
 from leukedge.modelkit.dataset import discover_dataset
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
+from leukedge.modelkit.run_folder import RunFolder
 from leukedge.modelkit.splits import make_folds, make_split
 from leukedge.runtime.files import atomic_write_text
 
@@ -84,7 +85,7 @@ def run_fold(recipe: str, fold: int, prepared: Prepared, folds: dict[str, int], 
     if hasattr(outcome.model, "save") and hasattr(outcome.model, "logits"):  # SVM, XGBoost
         outcome.model.save(folder)
     else:
-        save_keras_model(outcome.model, folder / "model.keras")
+        save_keras_model(outcome.model, RunFolder(folder).keras_model)
     record = {
         "recipe": recipe, "fold": fold, "config": config.to_dict(),
         "settings": settings.to_dict(), "weights": row.weights,

@@ -25,20 +25,20 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from leukedge.modelkit.backbones import resolve_weights
 from leukedge.modelkit.dataset import Dataset, discover_dataset
 from leukedge.modelkit.duplicates import duplicate_groups, thumbnail
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
+from leukedge.modelkit.run_folder import RunFolder
 from leukedge.modelkit.run_record import RunRecord
 from leukedge.modelkit.splits import make_split, write_split_manifest
 
-from .backbones import resolve_weights
 from .end_to_end import fit_end_to_end
 from .feature_bank import BankSpec, build_bank, model_fingerprint
 from .image_cache import cached_images
 from .model import HybridConfig, build_parts
-from .recipes import DEFAULT_RECIPE, get_recipe, recipe_for_backbone
+from .recipes import pick_recipe
 from .report import calibrate, new_record, score, test_table, write_run
-from .run_folder import RUN_FILES
 from .settings import TrainSettings
 from .two_phase import FitOutcome, Partition, fit_two_phase
 
@@ -70,9 +70,10 @@ def prepare_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
-    existing = [f for f in RUN_FILES if (out / f).exists()]
+    run = RunFolder(out)
+    existing = run.existing()
     # run.json is written last: without it the folder holds what a failed run left behind
-    if existing and (out / "run.json").exists() and not overwrite:
+    if existing and run.record.exists() and not overwrite:
         raise ValueError(f"--out {str(out)!r} already holds a run ({', '.join(existing)}); choose "
                          "another folder or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
@@ -210,12 +211,7 @@ def resolve_recipe(recipe: Optional[str], config: Optional[HybridConfig],
     The recipe is ``recipe``; else, with a ``config``, its backbone's first recipe; else the
     default recipe.
     """
-    if recipe is not None:
-        row = get_recipe(recipe)
-    elif config is not None:
-        row = recipe_for_backbone(config.backbone)
-    else:
-        row = get_recipe(DEFAULT_RECIPE)
+    row = pick_recipe(recipe, config.backbone if config is not None else None)
     return (config or row.config(), settings or row.settings(),
             row.weights if weights == RECIPE_WEIGHTS else weights)
 
@@ -260,7 +256,7 @@ def train(data_dir: str | os.PathLike, out_dir: str | os.PathLike,
     manifest = make_split(prepared.dataset, settings.seed, settings.fractions, prepared.groups,
                           prepared.grouping)
     _check_split_sizes(manifest, settings, len(prepared.relpaths))
-    split_sha = write_split_manifest(out / "split.json", manifest)
+    split_sha = write_split_manifest(RunFolder(out).split, manifest)
     partition = partition_from_manifest(prepared, manifest)
     runner = PreprocessRunner(config.preprocess_spec())
     outcome = fit_partition(config, settings, weights, prepared, partition, runner, callbacks,

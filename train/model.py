@@ -30,7 +30,7 @@ from typing import Any, Optional, Sequence
 
 from leukedge.runtime.preprocessing import PreprocessSpec
 
-from .backbones import BackboneSpec, get_backbone
+from leukedge.modelkit.backbones import BackboneSpec, get_backbone
 
 SEG_FEATURES = ("gap", "flatten", "none")
 INPUTS = ("image", "masked_image")

@@ -16,10 +16,10 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Optional
 
-from .backbones import get_backbone
+from leukedge.modelkit.backbones import CLASSICAL, get_backbone, resolve_weights
 
 DEFAULT_RECIPE = "lite0-224-s3"  # the bundled models' CNN (docs/RESULTS.md)
 # How recipes are cross-validated (leukedge.train.crossval): folds, and the seed of the fold
@@ -47,11 +47,32 @@ class Recipe:
         kwargs = {**dict(self.model), **_given(overrides)}
         return HybridConfig.resolve(kwargs.pop("backbone", self.backbone), **kwargs)
 
-    def settings(self, **overrides: Any):
-        """The training settings; ``overrides`` (None values ignored) replace the row's."""
+    def settings(self, augment: Optional[dict] = None, **overrides: Any):
+        """The training settings; ``overrides`` and ``augment`` (AugmentSpec fields), None
+        values ignored, replace the row's."""
         from .settings import TrainSettings
 
-        return TrainSettings(**{**dict(self.train), **_given(overrides)})
+        settings = TrainSettings(**{**dict(self.train), **_given(overrides)})
+        changes = _given(augment or {})
+        return settings.with_updates(augment=replace(settings.augment, **changes)) if changes \
+            else settings
+
+    def weights_for(self, backbone: str, given: Optional[str] = None) -> Optional[str]:
+        """The weights to train ``backbone`` from, checked (:func:`resolve_weights`): ``given``
+        (a ``--weights`` value), else the row's when the backbone is the row's, else ImageNet
+        where the backbone has such weights.
+
+        Raises:
+            ValueError: naming ``--weights`` (e.g. weights for a classical row).
+        """
+        row = get_backbone(backbone)
+        if given is None:
+            given = self.weights if backbone == self.backbone else (
+                "imagenet" if row.pretrained else None)
+        elif row.kind == CLASSICAL and given.lower() != "none":
+            raise ValueError(f"--backbone {backbone} has no weights to load (it is fitted on "
+                             "hand-made features); leave out --weights")
+        return resolve_weights(row, given)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "backbone": self.backbone, "model": dict(self.model),
@@ -118,6 +139,14 @@ def get_recipe(name: str) -> Recipe:
         return _BY_NAME[name]
     except KeyError:
         raise ValueError(f"Unknown --recipe {name!r}. Valid: {', '.join(_BY_NAME)}") from None
+
+
+def pick_recipe(recipe: Optional[str] = None, backbone: Optional[str] = None) -> Recipe:
+    """The row ``recipe``; else ``backbone``'s (:func:`recipe_for_backbone`); else the
+    default. ``leukedge train`` and :func:`leukedge.train.fit.train` choose so."""
+    if recipe is not None:
+        return get_recipe(recipe)
+    return recipe_for_backbone(backbone) if backbone is not None else get_recipe(DEFAULT_RECIPE)
 
 
 def recipe_for_backbone(backbone: str) -> Recipe:

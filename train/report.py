@@ -17,7 +17,8 @@ import numpy as np
 from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,
                                          fit_temperature, softmax)
 from leukedge.modelkit.metrics import REFERENCE_COST_MATRIX, evaluate
-from leukedge.modelkit.run_record import RUN_FILE, Calibration, RunRecord
+from leukedge.modelkit.run_folder import RunFolder
+from leukedge.modelkit.run_record import Calibration, RunRecord
 from leukedge.runtime.contract import DEFAULT_REVIEW_BELOW, leukedge_version
 from leukedge.runtime.files import sha256_file
 
@@ -81,19 +82,20 @@ def write_run(out: Path, model, history: dict, record: RunRecord, test_predictio
               review: dict) -> RunRecord:
     """Write the model (model.keras, or network.onnx for the classical rows), history.json,
     training_curves.png (neural networks), metrics.json and, last, run.json."""
+    run = RunFolder(out)
     classical = hasattr(model, "logits")
     if classical:
         model.save(out)
     else:
-        save_keras_model(model, out / "model.keras")
-    write_json(out / "history.json", history)
+        save_keras_model(model, run.keras_model)
+    write_json(out / RunFolder.HISTORY, history)
     if not classical:
-        plot_history(history, out / "training_curves.png", title=model.name)
-    write_json(out / "metrics.json", {"split": "test", **record.test_metrics,
-                                      "review_on_val": review, "predictions": test_predictions})
-    record = record.with_updates(
-        model_sha256=sha256_file(out / ("network.onnx" if classical else "model.keras")))
-    record.write(out / RUN_FILE)
+        plot_history(history, out / RunFolder.CURVES, title=model.name)
+    write_json(out / RunFolder.METRICS, {"split": "test", **record.test_metrics,
+                                         "review_on_val": review,
+                                         "predictions": test_predictions})
+    record = record.with_updates(model_sha256=sha256_file(run.model_file))
+    record.write(run.record)
     return record
 
 

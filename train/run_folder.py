@@ -1,7 +1,5 @@
-"""Writing a training run folder (docs/ARCHITECTURE.md): every file written atomically.
-
-``model.keras``, ``split.json``, ``run.json``, ``history.json``, ``training_curves.png`` and
-``metrics.json``. A reader never sees half a file: each goes to a temp file in the same folder
+"""Writing a training run folder's files (their names: :mod:`leukedge.modelkit.run_folder`),
+each atomically: a reader never sees half a file, each goes to a temp file in the same folder
 first, then ``os.replace``.
 """
 
@@ -16,9 +14,6 @@ from typing import Sequence
 import numpy as np
 
 from leukedge.runtime.files import atomic_write_bytes, atomic_write_text
-
-RUN_FILES = ("model.keras", "network.onnx", "split.json", "run.json", "history.json",
-             "training_curves.png", "metrics.json")
 
 
 def _jsonable(value):

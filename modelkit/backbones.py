@@ -38,7 +38,8 @@ from typing import Optional
 TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CAFFE_MEAN_RGB = (123.68, 116.779, 103.939)
 WEIGHT_SUFFIXES = (".h5",)  # Keras .h5 and .weights.h5 weight files
-KINDS = ("keras_application", "efficientnet_lite", "small_cnn", "classical")
+CLASSICAL = "classical"  # hand-made features and a classifier (SVM, XGBoost), not a network
+KINDS = ("keras_application", "efficientnet_lite", "small_cnn", CLASSICAL)
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,17 @@ def get_backbone(name: str) -> BackboneSpec:
         return _BY_NAME[name]
     except KeyError:
         raise ValueError(f"Unknown backbone {name!r}. Valid: {', '.join(_BY_NAME)}") from None
+
+
+def is_classical(name: str) -> bool:
+    """Whether backbone ``name`` is a classical row (SVM, XGBoost); False for names not in the
+    registry (an ensemble's ``"ensemble"``, a model from elsewhere)."""
+    row = _BY_NAME.get(name)
+    return row is not None and row.kind == CLASSICAL
+
+
+def classical_backbones() -> tuple[str, ...]:
+    return tuple(r.name for r in BACKBONES if r.kind == CLASSICAL)
 
 
 def resolve_weights(row: BackboneSpec, weights: Optional[str | os.PathLike]) -> Optional[str]:
