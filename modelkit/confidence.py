@@ -64,20 +64,28 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int], low: float = 0.05
     return float(math.exp((a + b) / 2))
 
 
-def expected_calibration_error(probs: np.ndarray, labels: Sequence[int],
-                               bins: int = ECE_BINS) -> float:
-    """ECE: the confidence-weighted gap between confidence and accuracy, in equal-width bins."""
+def reliability_bins(probs: np.ndarray, labels: Sequence[int], bins: int = ECE_BINS) -> list[dict]:
+    """Per equal-width confidence bin with images in it: its range, count, mean confidence and
+    accuracy (what a reliability diagram draws)."""
     probs = np.asarray(probs, np.float64)
+    if not len(probs):
+        return []
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(labels)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    total = 0.0
-    for b in range(bins):
-        sel = which == b
-        if sel.any():
-            total += sel.mean() * abs(confidence[sel].mean() - correct[sel].mean())
-    return float(total)
+    return [{"low": float(edges[b]), "high": float(edges[b + 1]), "n": int((which == b).sum()),
+             "confidence": float(confidence[which == b].mean()),
+             "accuracy": float(correct[which == b].mean())}
+            for b in range(bins) if (which == b).any()]
+
+
+def expected_calibration_error(probs: np.ndarray, labels: Sequence[int],
+                               bins: int = ECE_BINS) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy, in equal-width bins."""
+    rows = reliability_bins(probs, labels, bins)
+    n = sum(r["n"] for r in rows)
+    return float(sum(r["n"] / n * abs(r["confidence"] - r["accuracy"]) for r in rows)) if n else 0.0
 
 
 @dataclass(frozen=True)

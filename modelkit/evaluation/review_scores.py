@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..confidence import expected_calibration_error
+from ..confidence import expected_calibration_error, reliability_bins
 from ..metrics import REFERENCE_COST_MATRIX, evaluate
 
 
@@ -31,6 +31,7 @@ def review_scores(labels: Sequence[int], predictions: Sequence, classes: Sequenc
 
     Returns a JSON-ready dict: the keys of :func:`leukedge.modelkit.metrics.evaluate` (n,
     accuracy, accuracy_ci95, cost_per_sample, per_class, confusion_matrix, ...), and ece,
+    reliability (per confidence bin: low, high, n, confidence, accuracy),
     flagged_rate, errors, errors_caught, unflagged_errors (count), unflagged (the files:
     path, true, predicted, confidence), review_reasons (review code -> images).
     """
@@ -46,6 +47,7 @@ def review_scores(labels: Sequence[int], predictions: Sequence, classes: Sequenc
     names = list(paths) if paths is not None else [str(i) for i in range(len(labels))]
     out.update(
         ece=expected_calibration_error(probs, labels) if len(labels) else 0.0,
+        reliability=reliability_bins(probs, labels),
         flagged_rate=float(flagged.mean()) if len(labels) else 0.0,
         errors=int(wrong.sum()), errors_caught=int((wrong & flagged).sum()),
         unflagged_errors=int((wrong & ~flagged).sum()),
