@@ -77,7 +77,8 @@ def compare_command(
     from leukedge.runtime.contract import read_contract
     from leukedge.modelkit.evaluation.comparison import compare_models
     from leukedge.modelkit.evaluation.comparison_report import render, write_report
-    from leukedge.modelkit.evaluation.labelled import load_labelled
+    from leukedge.modelkit.evaluation.labelled import load_labelled, run_split_of
+    from leukedge.modelkit.splits import held_out_split
     from leukedge.runtime.models import resolve_model
 
     from .destination import refuse_inputs
@@ -87,8 +88,14 @@ def compare_command(
         protect = [*paths, *(p for p in (keras, split_manifest) if p is not None)]
         for target in _report_files(out):
             refuse_inputs(target, "--out", protect)
-        classes = read_contract(paths[0]).classes
-        labelled = load_labelled(data, classes, split_manifest, "test", limit=limit)
+        contract = read_contract(paths[0])
+        manifest = split_manifest or run_split_of(paths[0], contract)
+        labelled = load_labelled(data, contract.classes, manifest, held_out_split(manifest),
+                                 limit=limit)
+    note = "" if manifest is not None else (
+        " (the models may have been trained on some of them: pass --split-manifest with the "
+        "run's split.json to score its held-out images only)")
+    typer.echo(f"Scoring {len(labelled)} images: {labelled.source}{note}", err=True)
     predict, size = keras_reference(keras) if keras else (None, None)
     with reported(ValueError):
         comparison = compare_models(paths, labelled, keras_predict=predict,

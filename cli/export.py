@@ -14,6 +14,8 @@ import typer
 
 from .errors import EXIT_OK, need, reported
 
+HELD_OUT_CHECKS_WARN = 0.05  # the bundled models' checks flag 0.2% of real smears
+
 
 def export_command(
     source: Annotated[Path, typer.Argument(
@@ -37,7 +39,7 @@ def export_command(
     ] = True,
     calibration: Annotated[Optional[Path], typer.Option(
         show_default=False, help="calibration.json of a cross-validation of the same recipe "
-                                 "(bench/crossval_eval.py): its temperature, review threshold "
+                                 "(leukedge crossval-eval): its temperature, review threshold "
                                  "and metrics go into the contract.")] = None,
     triton: Annotated[Optional[Path], typer.Option(
         show_default=False, help="Also write a Triton model repository here.")] = None,
@@ -73,8 +75,8 @@ def export_command(
         quiet_tensorflow()
         from leukedge.train import load_model as load
     with reported(ValueError):
-        result, record = export_run(run, load(run.model_file), request)
-    _print_summary(result, record, run)
+        result, record, flags = export_run(run, load(run.model_file), request)
+    _print_summary(result, record, run, flags)
     if triton is not None:
         from leukedge.export.triton import write_triton_repository
 
@@ -84,7 +86,7 @@ def export_command(
     raise typer.Exit(EXIT_OK)
 
 
-def _print_summary(result, record, run) -> None:
+def _print_summary(result, record, run, flags: dict) -> None:
     c = result.contract
     typer.echo(f"Wrote {result.path} ({result.size_bytes / 1e6:.1f} MB, "
                f"{result.n_parameters / 1e6:.2f} M parameters, {result.seconds:.1f} s)")
@@ -96,6 +98,16 @@ def _print_summary(result, record, run) -> None:
     typer.echo(f"Review: confidence < {c.review_below:g}; input checks: contrast >= "
                f"{s.min_contrast:g}, stain coverage >= {s.min_stain_coverage:g}, ood score <= "
                f"{s.max_ood_score if s.max_ood_score is not None else '-'}")
+    not_set = (c.provenance.get("input_checks_fit") or {}).get("ood_not_set")
+    if not_set:
+        typer.echo(f"Note: {not_set}.", err=True)
+    n, by_checks = flags["images"], flags["flagged_by_input_checks"]
+    typer.echo(f"Held-out images flagged for review: {flags['flagged']} of {n}, "
+               f"{by_checks} by the input checks")
+    if n and by_checks / n > HELD_OUT_CHECKS_WARN:
+        typer.echo(f"Warning: the input checks flag {by_checks} of {n} held-out images of this "
+                   "run's own data: in use they would flag most images. Train on more images "
+                   "(docs/models.md, \"Input checks\").", err=True)
     if run.classical:
         typer.echo(f"Quantization does not apply to {record.backbone} models: deploy this file.")
         return

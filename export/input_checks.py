@@ -16,7 +16,7 @@ minimums, and ``OOD_MARGIN`` times their ``OOD_QUANTILE`` quantile for the score
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -29,14 +29,21 @@ MIN_QUANTILE = 0.001
 MIN_FACTOR = 0.5
 OOD_QUANTILE = 0.995
 OOD_MARGIN = 1.5
+# Below this many training images the OOD statistics describe the training images alone (with
+# 54 images, 53 principal components pass through every one of them exactly): a run on a lab's
+# small folder scored 0.06 on its own images and 25,000-65,000 on new smears of its own site,
+# so every new image was "unlike the training images". Such a model gets no OOD check; the
+# contrast and stain-coverage checks need no such amount.
+MIN_OOD_IMAGES = 200
 BATCH = 32
 
 
 @dataclass(frozen=True)
 class InputChecksFit:
-    """The OOD statistics, the limits, and the training images' measures they came from."""
+    """The OOD statistics (None: too few images), the limits, and the training images'
+    measures they came from."""
 
-    ood: OodStats
+    ood: Optional[OodStats]
     limits: InputChecks
     summary: dict
 
@@ -70,19 +77,24 @@ def fit_input_checks(runner: PreprocessRunner, net_session: Any,
         raise ValueError(f"setting the input checks needs at least 10 training images, "
                          f"got {len(images)}")
     features, measured = _measures(runner, net_session, images)
-    ood = fit_ood_stats(features)
-    scores = ood.score(features)
+    ood = fit_ood_stats(features) if len(images) >= MIN_OOD_IMAGES else None
+    scores = ood.score(features) if ood is not None else None
     limits = InputChecks(
         min_contrast=round(MIN_FACTOR * float(np.quantile(measured["contrast"], MIN_QUANTILE)), 4),
         min_stain_coverage=round(MIN_FACTOR * float(np.quantile(measured["stain_coverage"],
                                                                 MIN_QUANTILE)), 4),
-        max_ood_score=round(OOD_MARGIN * float(np.quantile(scores, OOD_QUANTILE)), 3))
+        max_ood_score=(round(OOD_MARGIN * float(np.quantile(scores, OOD_QUANTILE)), 3)
+                       if scores is not None else None))
     summary = {"images": len(images),
                "contrast_quantiles": _quantiles(measured["contrast"]),
                "stain_coverage_quantiles": _quantiles(measured["stain_coverage"]),
-               "ood_score_quantiles": _quantiles(scores),
+               "ood_score_quantiles": _quantiles(scores) if scores is not None else None,
                "rule": f"min = {MIN_FACTOR} x {MIN_QUANTILE:.1%} quantile; max ood = "
                        f"{OOD_MARGIN} x {OOD_QUANTILE:.1%} quantile (training images)"}
+    if ood is None:
+        summary["ood_not_set"] = (f"the 'unlike the training images' check needs at least "
+                                  f"{MIN_OOD_IMAGES} training images; this run has "
+                                  f"{len(images)}, so the model has no such check")
     return InputChecksFit(ood, limits, summary)
 
 

@@ -84,7 +84,8 @@ def contract_from_record(record: RunRecord, n_parameters: int, checks: Optional[
         provenance["input_checks_fit"] = {**checks.summary, "ood": ood_metadata(checks.ood)}
     return ModelContract(
         classes=record.classes, preprocessing=record.preprocessing,
-        outputs=output_names(checks is not None), precision="fp32", backbone=record.backbone,
+        outputs=output_names(checks is not None and checks.ood is not None), precision="fp32",
+        backbone=record.backbone,
         model_info={"parameters": n_parameters, "input_size": list(record.preprocessing.input_size),
                     "seg_features": record.model.get("seg_features"), "opset": OPSET,
                     "training": {k: record.training.get(k) for k in

@@ -11,7 +11,7 @@ which export never imports.
 
 Example:
     >>> run = RunFolder.of("runs/lite0")
-    >>> result = export_run(run, load_model(run.model_file), ExportRequest(data=None))
+    >>> result, record, flags = export_run(run, load_model(run.model_file), ExportRequest())
 """
 
 from __future__ import annotations
@@ -70,10 +70,22 @@ def run_images(run: RunFolder, record: RunRecord, data: Optional[str | os.PathLi
     return held.decode(), f"{split} split ({len(held)} images)", train.decode()
 
 
-def export_run(run: RunFolder, model: Any, request: ExportRequest) -> tuple[ExportResult,
-                                                                            RunRecord]:
-    """Export the run's ``model`` (loaded by the caller); returns the result and the record
-    it was exported with (the calibration applied).
+def held_out_flags(path: Path, images: list) -> dict:
+    """How many held-out images the exported model flags, by its input checks and in all: a
+    model whose checks flag its own site's smears would flag everything in the lab."""
+    from leukedge.runtime.classifier import Classifier
+
+    predictions = Classifier(path, provider="cpu").predict_pixels(images)
+    by_checks = sum(any(r.code != "low_confidence" for r in p.review_reasons)
+                    for p in predictions)
+    return {"images": len(images), "flagged": sum(p.needs_review for p in predictions),
+            "flagged_by_input_checks": by_checks}
+
+
+def export_run(run: RunFolder, model: Any, request: ExportRequest
+               ) -> tuple[ExportResult, RunRecord, dict]:
+    """Export the run's ``model`` (loaded by the caller); returns the result, the record it
+    was exported with (the calibration applied) and :func:`held_out_flags`.
 
     Raises:
         ValueError: the output exists (without ``overwrite``), the dataset or split is missing.
@@ -93,4 +105,4 @@ def export_run(run: RunFolder, model: Any, request: ExportRequest) -> tuple[Expo
                     train_images=train_pixels if request.input_checks else (),
                     review_below=request.review_below, tolerance=request.tolerance,
                     extra_provenance=extra)
-    return result, record
+    return result, record, held_out_flags(result.path, parity)

@@ -122,8 +122,9 @@ def test_cli_compare(tiny_model_path, colour_data, tmp_path):
     result = runner.invoke(app, ["compare", str(tiny_model_path), str(tiny_model_path), "--data",
                                  str(colour_data), "--format", "json", "--iterations", "2"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.output)["rows"]
+    rows = json.loads(result.stdout)["rows"]
     assert rows[1]["top1_agreement"] == 1.0 and rows[1]["max_abs_diff"] == 0.0
+    assert "all images" in result.stderr and "pass --split-manifest" in result.stderr
     out = runner.invoke(app, ["compare", str(tiny_model_path), "--data", str(colour_data),
                               "--out", str(tmp_path / "cmp"), "--iterations", "2"])
     assert out.exit_code == 0 and (tmp_path / "cmp" / "report.md").is_file()
@@ -188,7 +189,7 @@ def test_cli_compare_defaults_to_the_bundled_variants(tiny_model_path, colour_da
     both = runner.invoke(app, ["compare", "--data", str(colour_data), "--format", "csv",
                                "--iterations", "2"])
     assert both.exit_code == 0, both.output
-    models_column = [row["model"] for row in csv.DictReader(io.StringIO(both.output))]
+    models_column = [row["model"] for row in csv.DictReader(io.StringIO(both.stdout))]
     assert models_column == ["leukedge-default-fp32.onnx", "leukedge-default-int8.onnx"]
 
 
@@ -219,3 +220,25 @@ def test_cli_compare_out_naming_a_model_is_refused(make_tiny_onnx, colour_data, 
     assert result.exit_code == 2 and f"--out {model} is the same file as the model" \
         in result.stderr
     assert model.read_bytes() == before
+
+
+def test_compare_scores_the_held_out_split_of_the_run_beside_the_model(make_tiny_onnx,
+                                                                      colour_data, tmp_path):
+    """A model exported into its run folder names its split.json by sha256: compare scores
+    that split's held-out images, not the training images, and says so."""
+    from leukedge.modelkit.dataset import discover_dataset
+    from leukedge.modelkit.splits import make_split, write_split_manifest
+
+    dataset = discover_dataset(colour_data, classes=tuple(LAYOUT))
+    manifest = make_split(dataset, 1, (0.5, 0.25, 0.25))
+    sha = write_split_manifest(tmp_path / "split.json", manifest)
+    model = make_tiny_onnx(tmp_path / "model.onnx", classes=tuple(LAYOUT),
+                           provenance={"split_manifest_sha256": sha})
+    result = CliRunner().invoke(app, ["compare", str(model), "--data", str(colour_data),
+                                      "--format", "json", "--iterations", "1"])
+    assert result.exit_code == 0, result.output
+    n_test = len(manifest.paths("test"))
+    report = json.loads(result.stdout)
+    assert report["n_images"] == n_test < len(dataset.records)
+    assert "test split" in report["source"]
+    assert f"Scoring {n_test} images" in result.stderr and "test split of" in result.stderr

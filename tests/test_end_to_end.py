@@ -19,6 +19,7 @@ from leukedge.cli.main import app
 from leukedge.modelkit.run_record import RunRecord
 from leukedge.runtime.contract import read_contract
 from leukedge.runtime.files import list_images, sha256_file
+from leukedge.runtime.models import SAMPLES_DIR
 
 TINY = ["--input-size", "64", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8",
         "--bank-copies", "2"]
@@ -96,13 +97,28 @@ def test_contracts_carry_the_run_and_the_parent(pipeline):
     assert fp32.provenance["split_manifest_sha256"] == sha256_file(run / "split.json")
     assert fp32.weights["init"] == "imagenet" and fp32.metrics is not None
     assert fp32.review_below == 0.6 and fp32.temperature == record.calibration.temperature
-    assert fp32.has_ood_score and fp32.input_checks.max_ood_score is not None
+    # 8 images per class: too few for the OOD statistics (export/input_checks.py), so the
+    # model has the contrast and stain checks only, and says why
+    assert not fp32.has_ood_score and fp32.input_checks.max_ood_score is None
+    assert "needs at least" in fp32.provenance["input_checks_fit"]["ood_not_set"]
 
     child = read_contract(int8)
     assert child.precision == "int8" and child.quantization["method"] == "static"
     assert child.provenance["parent_sha256"] == sha256_file(run / "model.onnx")
     assert child.classes == fp32.classes and child.preprocessing == fp32.preprocessing
     assert child.review_below == fp32.review_below and child.input_checks == fp32.input_checks
+
+
+@pytest.mark.slow
+def test_a_small_run_does_not_flag_new_smears_of_its_own_site(pipeline):
+    """Trained on 32 images, the model's input checks pass smears it never saw (a 0.2 export
+    flagged every one of them "unlike the training images")."""
+    _, run, _ = pipeline
+    rows = [json.loads(line) for line in
+            _invoke(["infer", str(SAMPLES_DIR), "--recursive", "--model",
+                     str(run / "model.onnx"), "-f", "json"]).stdout.splitlines()]
+    codes = {r["code"] for row in rows for r in row["review_reasons"]}
+    assert len(rows) == 8 and not codes & {"blank", "no_stain", "unlike_training"}, codes
 
 
 @pytest.mark.slow

@@ -107,11 +107,13 @@ def pixels(sample_images) -> list[np.ndarray]:
 
 
 @pytest.mark.slow
-def test_export_writes_a_one_file_model_that_takes_raw_pixels(tmp_path, pixels):
+def test_export_writes_a_one_file_model_that_takes_raw_pixels(tmp_path, pixels, monkeypatch):
+    import leukedge.export.input_checks as input_checks
     from leukedge.runtime.classifier import Classifier
     from leukedge.modelkit.confidence import softmax
     from leukedge.modelkit.graph.runner import PreprocessRunner
 
+    monkeypatch.setattr(input_checks, "MIN_OOD_IMAGES", 10)  # 16 images stand for a real run
     model, run = _tiny_network(), record()
     out = tmp_path / "model.onnx"
     result = export_keras(model, out, run, parity_images=pixels, parity_source="test split",
@@ -129,6 +131,21 @@ def test_export_writes_a_one_file_model_that_takes_raw_pixels(tmp_path, pixels):
     np.testing.assert_allclose(probs, softmax(logits, 1.3), atol=1e-5)
     big = np.stack([np.repeat(np.repeat(p, 2, 0), 2, 1) for p in pixels[:2]])  # 448 x 448
     assert clf.run(big)["probs"].shape == (2, 4)
+
+
+@pytest.mark.slow
+def test_too_few_training_images_set_no_ood_check_and_say_so(tmp_path, pixels):
+    """A lab's 20-per-class folder: the OOD statistics would describe those images alone and
+    flag every new smear; the model keeps its contrast and stain checks, without the OOD one."""
+    from leukedge.export.input_checks import MIN_OOD_IMAGES
+
+    result = export_keras(_tiny_network(), tmp_path / "m.onnx", record(), parity_images=pixels,
+                          parity_source="test split", train_images=pixels * 2)
+    contract = result.contract
+    assert not contract.has_ood_score and contract.input_checks.max_ood_score is None
+    assert contract.input_checks.min_contrast > 0
+    note = contract.provenance["input_checks_fit"]["ood_not_set"]
+    assert f"at least {MIN_OOD_IMAGES} training images; this run has 16" in note
 
 
 @pytest.mark.slow

@@ -268,3 +268,18 @@ def test_a_validation_split_without_errors_fits_no_temperature():
     calibration, _, review = calibrate(logits, wrong)
     assert calibration.fitted_on == "val split" and calibration.temperature != 1.0
     assert "note" not in review
+
+
+def test_too_few_validation_images_keep_the_default_review_threshold():
+    """17 validation images (a lab's small folder): 3% of them is half an image."""
+    from leukedge.runtime.contract import DEFAULT_REVIEW_BELOW
+    from leukedge.train.report import MIN_IMAGES_TO_FIT_THRESHOLD, calibrate
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, 17)
+    logits = rng.normal(0, 1, (17, 4))
+    logits[np.arange(17), labels] += 3.0
+    _, review_below, review = calibrate(logits, labels)
+    assert review_below == DEFAULT_REVIEW_BELOW
+    assert f"17 validation images, fewer than the {MIN_IMAGES_TO_FIT_THRESHOLD}" in review["note"]
+    assert 0.0 <= review["flagged_rate"] <= 1.0

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,
-                                         fit_temperature, softmax)
+                                         fit_temperature, review_outcome, softmax)
 from leukedge.modelkit.metrics import REFERENCE_COST_MATRIX, evaluate
 from leukedge.modelkit.run_folder import RunFolder
 from leukedge.modelkit.run_record import Calibration, RunRecord
@@ -26,6 +26,10 @@ from .model import count_parameters
 from .run_folder import plot_history, predictions_table, save_keras_model, write_json
 
 MAX_REVIEW_RATE = 0.03  # flag at most 3% of images for review
+# 3% of the validation images must be a few images for the threshold to mean anything: on 17
+# images (a lab's 20-per-class folder) 3% is half an image, and the "fitted" threshold was the
+# lowest validation confidence. Below this many the default threshold is kept, and said so.
+MIN_IMAGES_TO_FIT_THRESHOLD = 100
 # A temperature fitted on a validation split with (almost) no errors only sharpens: the NLL
 # falls as T -> 0, and the search stops at its bound (0.05 was seen on SVM and XGBoost runs).
 MIN_ERRORS_TO_FIT_TEMPERATURE = 5
@@ -64,10 +68,18 @@ def calibrate(val_logits: np.ndarray, val_labels: np.ndarray) -> tuple[Calibrati
         t, fitted_on = fit_temperature(val_logits, val_labels), "val split"
     probs = softmax(val_logits, t)
     after = expected_calibration_error(probs, val_labels)
-    choice = choose_review_threshold(probs.max(1), probs.argmax(1) == val_labels, MAX_REVIEW_RATE)
+    calibration = Calibration(temperature=t, ece_before=before, ece_after=after,
+                              fitted_on=fitted_on)
+    correct = probs.argmax(1) == val_labels
+    if len(val_logits) < MIN_IMAGES_TO_FIT_THRESHOLD:
+        kept = review_outcome(probs.max(1), correct, DEFAULT_REVIEW_BELOW).to_dict()
+        return calibration, DEFAULT_REVIEW_BELOW, {**kept, "note": (
+            f"review threshold kept at {DEFAULT_REVIEW_BELOW:g}: {len(val_logits)} validation "
+            f"images, fewer than the {MIN_IMAGES_TO_FIT_THRESHOLD} needed to fit one; calibrate "
+            "on a cross-validation (leukedge export --calibration)")}
+    choice = choose_review_threshold(probs.max(1), correct, MAX_REVIEW_RATE)
     review = choice.to_dict() if note is None else {**choice.to_dict(), "note": note}
-    return (Calibration(temperature=t, ece_before=before, ece_after=after, fitted_on=fitted_on),
-            choice.threshold, review)
+    return calibration, choice.threshold, review
 
 
 def versions() -> dict:

@@ -66,6 +66,18 @@ class LabelledSet:
         return images
 
 
+def run_split_of(model_path: str | os.PathLike, contract) -> Optional[Path]:
+    """The ``split.json`` beside a model that its contract names (by sha256): the run it was
+    exported from, whose held-out split a comparison should score. None when there is none."""
+    from leukedge.runtime.files import sha256_file
+
+    wanted = (contract.provenance or {}).get("split_manifest_sha256")
+    candidate = Path(model_path).with_name("split.json")
+    if wanted and candidate.is_file() and sha256_file(candidate) == wanted:
+        return candidate
+    return None
+
+
 def load_labelled(data_dir: str | os.PathLike, classes: Sequence[str],
                   split_manifest: Optional[str | os.PathLike] = None, split: str = "test",
                   limit: Optional[int] = None) -> LabelledSet:
