@@ -34,7 +34,7 @@ def thumbnail(rgb_uint8: np.ndarray) -> np.ndarray:
                       ).astype(np.float32).reshape(-1)
 
 
-class _UnionFind:
+class UnionFind:
     def __init__(self, n: int):
         self.parent = list(range(n))
 
@@ -83,7 +83,7 @@ def duplicate_groups(relpaths: Sequence[str], sha256s: Sequence[str],
     if len(relpaths) != len(sha256s) or (thumbs is not None and len(thumbs) != len(relpaths)):
         raise ValueError("relpaths, sha256s and thumbnails must have one entry per image")
     order = sorted(range(len(relpaths)), key=lambda i: relpaths[i])
-    uf = _UnionFind(len(relpaths))
+    uf = UnionFind(len(relpaths))
     first_of_sha: dict[str, int] = {}
     for i in order:
         uf.union(i, first_of_sha.setdefault(sha256s[i], i))
