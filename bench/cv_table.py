@@ -1,4 +1,5 @@
-"""The cross-validation table of docs/RESULTS.md, from the summaries bench/crossval_eval.py wrote.
+"""The cross-validation table of docs/RESULTS.md, from the summaries `leukedge crossval-eval`
+wrote.
 
 One row per recipe (and per variant of it: INT8, colour jitter, TTA), in the reference study's
 layout: accuracy, misclassification cost per image, cost-sensitive accuracy, weighted F1, each as
@@ -61,7 +62,7 @@ def main(argv=None) -> int:
     for folder in args.cv_dirs:
         path = folder / "summary.json"
         if not path.is_file():
-            print(f"| {folder.name} | (no summary: run bench/crossval_eval.py) |||||||||")
+            print(f"| {folder.name} | (no summary: run leukedge crossval-eval) |||||||||")
             continue
         for line in rows(json.loads(path.read_text()), args.variants):
             print(line)

@@ -5,10 +5,10 @@
 #             (`leukedge ensemble`), FP32 and INT8 (the CNN member is the INT8 one).
 #
 # 1. grouped 5-fold cross-validation of both recipes over the development images
-#    (leukedge crossval), evaluated as shipped (bench/crossval_eval.py: ONNX FP32 and INT8,
+#    (leukedge crossval), evaluated as shipped (leukedge crossval-eval: ONNX FP32 and INT8,
 #    colour jitter, TTA, input checks), each writing calibration.json (temperature and review
 #    threshold fitted on the out-of-fold predictions); then the pair scored on the same folds
-#    (bench/cv_ensemble.py), which writes the ensemble's calibration.json;
+#    (leukedge crossval-ensemble), which writes the ensemble's calibration.json;
 # 2. the final models: each recipe on every development image except the bundled samples and
 #    their duplicates (--exclude), 85% training / 15% validation;
 # 3. export with the cross-validations' calibration, full-range INT8 static quantization of the
@@ -30,10 +30,10 @@ models="runtime/assets/models"
 
 for recipe in lite0-224-s3 xgboost-64; do
   leukedge crossval "$data" --recipe "$recipe" --out runs/cv  # resumes if cut short
-  python bench/crossval_eval.py "runs/cv/$recipe" --data "$data"
+  leukedge crossval-eval "runs/cv/$recipe" --data "$data"
 done
-python bench/cv_ensemble.py "$cnn_cv" "$xgb_cv" --json docs/results/cv_ensemble_cnn_xgboost64.json \
-  --calibration-out runs/cv/ensemble-cnn-xgb64-calibration.json
+leukedge crossval-ensemble "$cnn_cv" "$xgb_cv" --json docs/results/cv_ensemble_cnn_xgboost64.json \
+  --out runs/cv/ensemble-cnn-xgb64-calibration.json
 
 if [ ! -f "$cnn/run.json" ]; then
   # The recipe's settings are leukedge train's defaults for efficientnet_lite0 (ImageNet

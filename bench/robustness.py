@@ -36,7 +36,7 @@ from leukedge.modelkit.evaluation.review_scores import review_scores
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.decode import load_image
 from leukedge.runtime.files import atomic_write_text, sha256_file
-from leukedge.train.acquisition import SHIFTS, get_shift
+from leukedge.modelkit.acquisition import SHIFTS, get_shift
 
 SEED = 2026
 BATCH = 32

@@ -22,7 +22,7 @@ straddle two folds); in each, train on the rest and predict the held-out fold.
 
 Writes OUT/<recipe>/folds.json and OUT/<recipe>/fold<k>/ (oof.json with the held-out
 logits, and the fold's model). A rerun skips the folds that are done. Evaluate the folds
-with `python bench/crossval_eval.py OUT/<recipe> --data DATA_DIR`."""
+with `leukedge crossval-eval OUT/<recipe> --data DATA_DIR`."""
 
 
 def parse_folds(text: Optional[str]) -> Optional[list[int]]:
@@ -61,8 +61,7 @@ def crossval_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     with reported(ValueError):
         folder = run_crossval(data_dir, recipe, out, folds, seed, wanted)
-    typer.echo(f"Folds in {folder}; next: python bench/crossval_eval.py {folder} "
-               f"--data {data_dir}")
+    typer.echo(f"Folds in {folder}; next: leukedge crossval-eval {folder} --data {data_dir}")
     raise typer.Exit(EXIT_OK)
 
 

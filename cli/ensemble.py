@@ -23,7 +23,7 @@ def ensemble_command(
         show_default=False, help="One weight per member, e.g. 2,1,1 (default: equal).")] = None,
     calibration: Annotated[Optional[Path], typer.Option(
         show_default=False, help="calibration.json of a cross-validation of this ensemble "
-                                 "(bench/cv_ensemble.py --calibration-out): its review "
+                                 "(leukedge crossval-ensemble --out): its review "
                                  "threshold and metrics go into the contract.")] = None,
     images: Annotated[Optional[Path], typer.Option(
         show_default=False, help="Images to check the joined file against the members run one "

@@ -3,9 +3,10 @@
 A final model trained on every development image has no test split of its own, and its small
 validation split (used for early stopping) holds too few errors to place a review threshold.
 The cross-validation of the same recipe has one out-of-fold prediction per image:
-``bench/crossval_eval.py`` fits the temperature and the review threshold on them and writes
-``calibration.json``; ``leukedge export RUN --calibration calibration.json`` puts them, and the
-cross-validated metrics per precision, in the model's contract.
+``leukedge crossval-eval`` (:mod:`leukedge.export.fold_summary`) fits the temperature and the
+review threshold on them and writes ``calibration.json``; ``leukedge export RUN --calibration
+calibration.json`` puts them, and the cross-validated metrics per precision, in the model's
+contract.
 
 File format (JSON)::
 
@@ -68,7 +69,7 @@ def read_cv_calibration(path: str | os.PathLike) -> CvCalibration:
         raise ValueError(f"--calibration {e}") from e
     if d.get("format") != FORMAT or d.get("version") != VERSION:
         raise ValueError(f"--calibration {p}: not a {FORMAT} file of version {VERSION} "
-                         "(bench/crossval_eval.py writes one)")
+                         "(leukedge crossval-eval writes one)")
     try:
         t, review = float(d["temperature"]), float(d["review_below"])
         source = str(d["source"])

@@ -4,8 +4,8 @@ The members are one-file models (``leukedge export``, optionally ``leukedge quan
 result takes the same uint8 ``image``, runs every member's own preprocessing and network on it
 and outputs the weighted mean of their calibrated ``probs`` (modelkit/graph/ensemble.py). The
 input checks and the stain mask are the first member's, so put the CNN first. What the
-ensemble is worth comes from a cross-validation of the same members (bench/cv_ensemble.py
-writes a ``calibration.json``: the review threshold and the metrics per precision); without
+ensemble is worth comes from a cross-validation of the same members (``leukedge
+crossval-ensemble`` writes a ``calibration.json``: the review threshold and the metrics per precision); without
 one the contract says no metrics were measured and keeps the first member's threshold.
 """
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from leukedge.runtime.decode import read_image
-from leukedge.train.acquisition import (SHIFTS, apply_shift, get_shift, magnify,
+from leukedge.modelkit.acquisition import (SHIFTS, apply_shift, get_shift, magnify,
                                         stain_density)
 from leukedge.train.augment import AugmentSpec, augment, random_color, random_geometry
 

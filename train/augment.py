@@ -18,7 +18,7 @@ Optional colour jitter (hue +-10 degrees, saturation x0.8-1.2, brightness x0.85-
 stain and lamp variation between microscopes: models trained without it lost 87-93% accuracy
 under that jitter.
 
-Acquisition augmentation (off by default; :mod:`leukedge.train.acquisition` has the functions
+Acquisition augmentation (off by default; :mod:`leukedge.modelkit.acquisition` has the functions
 and the robustness suite measures the same changes): magnification (``magnification``, a
 log-uniform isotropic factor inside the one affine warp), stain density in colour-deconvolution
 space (``stain_density``), contrast, defocus, sensor noise and JPEG compression. Each draws its
@@ -36,7 +36,8 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from .acquisition import defocus, exposure, jpeg, sensor_noise, stain_density
+from leukedge.modelkit.acquisition import (ColorJitter, defocus, exposure, jpeg, random_color,
+                                           sensor_noise, stain_density)
 
 
 @dataclass(frozen=True)
@@ -50,9 +51,9 @@ class AugmentSpec:
     horizontal_flip: bool = True
     right_angles: bool = True
     color_jitter: bool = True
-    hue_deg: float = 10.0
-    saturation: tuple[float, float] = (0.8, 1.2)
-    brightness: tuple[float, float] = (0.85, 1.15)
+    hue_deg: float = ColorJitter.hue_deg  # the colour ranges: modelkit/acquisition.py
+    saturation: tuple[float, float] = ColorJitter.saturation
+    brightness: tuple[float, float] = ColorJitter.brightness
     # acquisition: another microscope's objective, stain, focus, camera and file format
     magnification: tuple[float, float] = (1.0, 1.0)  # log-uniform; > 1: cells larger
     stain_density: float = 0.0  # per stain: scale U(1 -+ s), offset U(-+ s / 5) OD
@@ -99,19 +100,6 @@ def random_geometry(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generat
         quarter_turns = int(rng.integers(4)) if h == w else 2 * int(rng.integers(2))
         out = np.rot90(out, quarter_turns)
     return np.ascontiguousarray(out)
-
-
-def random_color(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator) -> np.ndarray:
-    """Hue shift, saturation and brightness (HSV value) scaling of a uint8 RGB image."""
-    hue = rng.uniform(-spec.hue_deg, spec.hue_deg)
-    sat = rng.uniform(*spec.saturation)
-    val = rng.uniform(*spec.brightness)
-    hsv = cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = np.mod(hsv[..., 0] + hue, 360.0)
-    hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0.0, 1.0)
-    hsv[..., 2] = np.clip(hsv[..., 2] * val, 0.0, 1.0)
-    rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
 def random_acquisition(image: np.ndarray, spec: AugmentSpec, rng: np.random.Generator

@@ -9,7 +9,8 @@ done, so a long run resumes instead of restarting.
 
 The recipe is a row of :mod:`leukedge.train.recipes`, the same row ``leukedge train --recipe``
 trains. The folds' models are evaluated as the product runs them (ONNX FP32/INT8, colour
-jitter, the summary table) by ``bench/crossval_eval.py``.
+jitter, the summary table, ``calibration.json``) by ``leukedge crossval-eval``
+(:mod:`leukedge.export.fold_evaluation`), which loads each fold with :func:`load_fold`.
 
 Example:
     >>> run_crossval("../shared/data/ALL", "lite0-224-s3", "runs/cv", only_folds=[0])
@@ -23,17 +24,19 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
 from leukedge.modelkit.dataset import discover_dataset
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.run_folder import RunFolder
+from leukedge.modelkit.run_record import RunRecord
 from leukedge.modelkit.splits import make_folds, make_split
 from leukedge.runtime.files import atomic_write_text
 
 from .fit import Prepared, fit_partition, prepare_images
+from .model import HybridConfig
 from .recipes import CV_FOLDS, CV_SEED, get_recipe
 from .run_folder import save_keras_model
 from .two_phase import Partition
@@ -130,3 +133,35 @@ def run_crossval(data_dir: str | os.PathLike, recipe: str, out_dir: str | os.Pat
     for fold in wanted:
         run_fold(row.name, fold, prepared, assignment, out, seed)
     return out
+
+
+def fold_record(oof: dict) -> RunRecord:
+    """The run record of a fold's model, from its ``oof.json`` (uncalibrated: the evaluation
+    fits the temperature on the fold's validation logits)."""
+    config = HybridConfig.from_dict(oof["config"])
+    return RunRecord(
+        classes=tuple(oof["classes"]), backbone=config.backbone, model=config.to_dict(),
+        preprocessing=config.preprocess_spec(), input_names=config.input_names,
+        settings=oof["settings"], weights={"init": oof["weights"] or "none"}, data={},
+        data_manifest_sha256="", split_manifest_sha256="", seed=oof["settings"]["seed"],
+        parameters={}, test_metrics={}, training={}, versions={}, created="",
+        run_id=f"{oof['recipe']}-fold{oof['fold']}")
+
+
+def load_fold(folder: str | os.PathLike) -> tuple[Any, RunRecord]:
+    """A finished fold's trained model (Keras, or the ONNX network of an SVM/XGBoost row) and
+    its run record: what :func:`leukedge.export.fold_evaluation.evaluate_crossval` evaluates.
+
+    Raises:
+        ValueError: the fold has no ``oof.json`` or its model cannot be read.
+    """
+    from . import load_model
+    from .classical import load_network
+
+    run = RunFolder(Path(folder))
+    oof_file = run.root / "oof.json"
+    if not oof_file.is_file():
+        raise ValueError(f"{run.root}: not a finished fold (no oof.json)")
+    record = fold_record(json.loads(oof_file.read_text()))
+    model = load_network(run.network) if run.classical else load_model(run.keras_model)
+    return model, record

@@ -3,7 +3,9 @@ exposure and stain, as functions of a uint8 RGB image and a strength.
 
 Training draws random strengths of these (:mod:`leukedge.train.augment`), so the model learns
 what does not change between sites; the robustness suite applies fixed, named strengths
-(:data:`SHIFTS`) to held-out images, so what it measures is what a site would see. Every
+(:data:`SHIFTS`) to held-out images, so what it measures is what a site would see. The colour
+jitter of training and of the cross-validation's evaluation (:func:`random_color`) is the
+same HSV change as :func:`hue_saturation`, drawn at random. Every
 function is the identity at its neutral strength (magnification 1, sigma 0, quality None,
 factors 1, shifts 0) and returns a new uint8 array of the same shape.
 
@@ -91,15 +93,45 @@ def exposure(image: np.ndarray, brightness: float = 1.0, contrast: float = 1.0) 
     return _uint8((x - mean) * contrast + mean)
 
 
+def hsv_change(image: np.ndarray, hue_deg: float = 0.0, saturation: float = 1.0,
+               value: float = 1.0) -> np.ndarray:
+    """Hue turned by ``hue_deg``; saturation and HSV value times ``saturation``, ``value``."""
+    hsv = cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = np.mod(hsv[..., 0] + hue_deg, 360.0)
+    hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0.0, 1.0)
+    if value != 1:
+        hsv[..., 2] = np.clip(hsv[..., 2] * value, 0.0, 1.0)
+    return _uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0)
+
+
 def hue_saturation(image: np.ndarray, hue_deg: float = 0.0, saturation: float = 1.0
                    ) -> np.ndarray:
     """Another stain's colour: hue turned by ``hue_deg``, saturation times ``saturation``."""
     if hue_deg == 0 and saturation == 1:
         return image.copy()
-    hsv = cv2.cvtColor(image.astype(np.float32) * np.float32(1 / 255), cv2.COLOR_RGB2HSV)
-    hsv[..., 0] = np.mod(hsv[..., 0] + hue_deg, 360.0)
-    hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0.0, 1.0)
-    return _uint8(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB) * 255.0)
+    return hsv_change(image, hue_deg, saturation)
+
+
+@dataclass(frozen=True)
+class ColorJitter:
+    """The ranges of a colour jitter: training's defaults and the cross-validation's fixed
+    jitter rows (hue +-10 degrees, saturation x0.8-1.2, brightness x0.85-1.15)."""
+
+    hue_deg: float = 10.0
+    saturation: tuple[float, float] = (0.8, 1.2)
+    brightness: tuple[float, float] = (0.85, 1.15)
+
+
+EVALUATION_JITTER = ColorJitter()
+
+
+def random_color(image: np.ndarray, spec, rng: np.random.Generator) -> np.ndarray:
+    """A random :func:`hsv_change` within ``spec``'s ranges (a :class:`ColorJitter` or an
+    ``AugmentSpec``): hue shift, saturation and brightness (HSV value) scaling."""
+    hue = rng.uniform(-spec.hue_deg, spec.hue_deg)
+    sat = rng.uniform(*spec.saturation)
+    val = rng.uniform(*spec.brightness)
+    return hsv_change(image, hue, sat, val)
 
 
 def stain_density(image: np.ndarray, scale: Sequence[float] = (1.0, 1.0, 1.0),
