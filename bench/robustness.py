@@ -33,6 +33,7 @@ import numpy as np
 from leukedge.modelkit.evaluation.labelled import LabelledSet, load_labelled
 from leukedge.modelkit.evaluation.machine import describe_machine, machine_line
 from leukedge.modelkit.evaluation.review_scores import review_scores
+from leukedge.modelkit.splits import held_out_split
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.decode import load_image
 from leukedge.runtime.files import atomic_write_text, sha256_file
@@ -115,6 +116,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="labelled images")
     parser.add_argument("--model", help="a bundled model's name or an ONNX file")
     parser.add_argument("--limit", type=int, help="at most N images, spread evenly")
+    parser.add_argument("--split-manifest", type=Path,
+                        help="a run's split.json: score its held-out split only")
     parser.add_argument("--cv", type=Path, help="a cross-validation folder (fold*/oof.json)")
     parser.add_argument("--model-file", default="model.onnx", help="each fold's ONNX file")
     parser.add_argument("--kinds", default=",".join(s.kind for s in SHIFTS))
@@ -129,7 +132,9 @@ def main(argv=None) -> int:
         source = f"{args.cv} folds, {args.model_file}, out of fold"
     else:
         clf = Classifier(args.model)
-        pairs = [(clf.model_path, load_labelled(args.data, clf.classes, limit=args.limit))]
+        split = held_out_split(args.split_manifest)
+        pairs = [(clf.model_path, load_labelled(args.data, clf.classes, args.split_manifest, split,
+                                                limit=args.limit))]
         source = f"{clf.model_path.name} on {pairs[0][1].source}"
     rows = run(pairs, kinds)
     table = markdown(rows)

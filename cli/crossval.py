@@ -16,6 +16,9 @@ import typer
 from leukedge.train.recipes import CV_FOLDS, CV_SEED, DEFAULT_RECIPE, recipe_names
 
 from .errors import EXIT_OK, need, reported
+from .options import registry_enum
+
+Grouping = registry_enum("Grouping", ("duplicates", "similar"))
 
 HELP = """Cross-validate a training recipe: grouped, stratified k folds (duplicates never
 straddle two folds); in each, train on the rest and predict the held-out fold.
@@ -49,6 +52,10 @@ def crossval_command(
     ] = None,
     seed: Annotated[int, typer.Option(
         help="Seed of the fold assignment (fold k trains with seed + k).")] = CV_SEED,
+    grouping: Annotated[Grouping, typer.Option(  # type: ignore[valid-type]
+        help="What a fold keeps together: duplicates (exact and near), or similar (also "
+             "fields that share a slide's stain and light; results go to <recipe>-similar).")
+    ] = Grouping("duplicates"),
 ) -> None:
     """Cross-validate a training recipe (see HELP)."""
     from leukedge.train.crossval import run_crossval
@@ -60,7 +67,7 @@ def crossval_command(
     quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     with reported(ValueError):
-        folder = run_crossval(data_dir, recipe, out, folds, seed, wanted)
+        folder = run_crossval(data_dir, recipe, out, folds, seed, wanted, grouping.value)
     typer.echo(f"Folds in {folder}; next: leukedge crossval-eval {folder} --data {data_dir}")
     raise typer.Exit(EXIT_OK)
 

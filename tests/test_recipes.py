@@ -123,3 +123,18 @@ def test_crossval_runs_the_recipe_row_in_every_fold(tmp_path):
         held += record["held_out"]["paths"]
         assert {folds["folds"][p] for p in record["held_out"]["paths"]} == {k}
     assert sorted(held) == sorted(folds["folds"])  # every image held out exactly once
+
+
+@pytest.mark.slow
+def test_crossval_with_similar_grouping_keeps_each_group_in_one_fold(tmp_path):
+    pytest.importorskip("sklearn")
+    from leukedge.train.crossval import run_crossval
+
+    data = synthetic_dataset(tmp_path / "data", per_class=14)
+    out = run_crossval(data, "svm-128", tmp_path / "cv", folds=2, seed=1, only_folds=[],
+                       grouping="similar")
+    assert out.name == "svm-128-similar"
+    folds = json.loads((out / "folds.json").read_text())
+    assert "similar fields" in folds["grouping"]
+    with pytest.raises(ValueError, match="Unknown --grouping 'slides'"):
+        run_crossval(data, "svm-128", tmp_path / "cv", grouping="slides")

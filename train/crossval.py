@@ -32,6 +32,7 @@ from leukedge.modelkit.dataset import discover_dataset
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.run_folder import RunFolder
 from leukedge.modelkit.run_record import RunRecord
+from leukedge.modelkit.similar_fields import MAX_SHARE, similar_field_groups
 from leukedge.modelkit.splits import make_folds, make_split
 from leukedge.runtime.files import atomic_write_text
 
@@ -106,28 +107,49 @@ def run_fold(recipe: str, fold: int, prepared: Prepared, folds: dict[str, int], 
     return folder
 
 
+GROUPINGS = ("duplicates", "similar")
+
+
+def fold_groups(prepared: Prepared, grouping: str) -> tuple[dict[str, str], str]:
+    """(relpath -> group, description) that folds keep together: duplicate groups, or
+    similar-field groups (one slide's fields, :mod:`leukedge.modelkit.similar_fields`)."""
+    if grouping == "duplicates":
+        return prepared.groups, prepared.grouping
+    if grouping == "similar":
+        groups = similar_field_groups(prepared.images, prepared.relpaths, prepared.labels,
+                                      prepared.groups)
+        return groups, (f"{prepared.grouping}, plus similar fields (stain and light; at most "
+                        f"{MAX_SHARE:.0%} of a class per group)")
+    raise ValueError(f"Unknown --grouping {grouping!r}. Valid: {', '.join(GROUPINGS)}")
+
+
 def run_crossval(data_dir: str | os.PathLike, recipe: str, out_dir: str | os.PathLike,
                  folds: int = CV_FOLDS, seed: int = CV_SEED,
-                 only_folds: Optional[Iterable[int]] = None) -> Path:
+                 only_folds: Optional[Iterable[int]] = None,
+                 grouping: str = "duplicates") -> Path:
     """Cross-validate ``recipe`` on ``data_dir``; returns ``out_dir/<recipe>`` (folds.json and
-    one folder per fold).
+    one folder per fold), or ``out_dir/<recipe>-similar`` with similar-field grouping.
 
     Raises:
-        ValueError: an unknown recipe, a fold number out of range, or an unusable dataset.
+        ValueError: an unknown recipe or grouping, a fold number out of range, or an unusable
+            dataset.
     """
     row = get_recipe(recipe)
+    if grouping not in GROUPINGS:
+        raise ValueError(f"Unknown --grouping {grouping!r}. Valid: {', '.join(GROUPINGS)}")
     if folds < 2:
         raise ValueError(f"--folds must be >= 2, got {folds}")
     wanted = list(range(folds)) if only_folds is None else sorted(set(only_folds))
     bad = [f for f in wanted if not 0 <= f < folds]
     if bad:
         raise ValueError(f"--only-folds {bad} out of range: folds are 0-{folds - 1}")
-    out = Path(out_dir) / row.name
+    out = Path(out_dir) / (row.name if grouping == "duplicates" else f"{row.name}-{grouping}")
     prepared = prepare_images(discover_dataset(data_dir))
-    assignment = make_folds(prepared.dataset, folds, seed, prepared.groups)
+    groups, described = fold_groups(prepared, grouping)
+    assignment = make_folds(prepared.dataset, folds, seed, groups)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "folds.json", json.dumps(
-        {"k": folds, "seed": seed, "grouping": prepared.grouping, "recipe": row.to_dict(),
+        {"k": folds, "seed": seed, "grouping": described, "recipe": row.to_dict(),
          "data_manifest_sha256": prepared.dataset.manifest_sha256(), "folds": assignment},
         indent=1))
     for fold in wanted:

@@ -52,8 +52,9 @@ class Recipe:
         values ignored, replace the row's."""
         from .settings import TrainSettings
 
-        settings = TrainSettings(**{**dict(self.train), **_given(overrides)})
-        changes = _given(augment or {})
+        row = dict(self.train)
+        changes = {**dict(row.pop("augment", ())), **_given(augment or {})}
+        settings = TrainSettings(**{**row, **_given(overrides)})
         return settings.with_updates(augment=replace(settings.augment, **changes)) if changes \
             else settings
 
@@ -76,7 +77,8 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "backbone": self.backbone, "model": dict(self.model),
-                "train": {k: _jsonable(v) for k, v in self.train}, "weights": self.weights}
+                "train": {k: dict(v) if k == "augment" else _jsonable(v) for k, v in self.train},
+                "weights": self.weights}
 
 
 def _given(values: dict) -> dict:
@@ -90,11 +92,21 @@ def _jsonable(value: Any) -> Any:
 _LITE = (("seg_features", "none"), ("input_size", (224, 224)), ("l2", 1e-4))
 _FINE_TUNE = (("epochs", 15), ("head_epochs", 30), ("learning_rate", 2e-4), ("patience", 4))
 _CLASSICAL = (("bank_copies", 3),)
+# Another microscope's changes, drawn per copy (modelkit/acquisition.py; issue 21): scale over
+# 0.7-1.5x, wider stain colour and density, exposure, defocus, sensor noise, JPEG
+_ACQUISITION = (("augment", (("magnification", (0.7, 1.5)), ("stain_density", 0.2),
+                             ("hue_deg", 20.0), ("saturation", (0.6, 1.4)),
+                             ("brightness", (0.6, 1.3)), ("contrast", (0.75, 1.3)),
+                             ("defocus_sigma", 1.5), ("noise_sigma", 10.0),
+                             ("jpeg_quality", (40, 95)))),)
 
 RECIPES: tuple[Recipe, ...] = (
     Recipe("lite0-224-s3", "efficientnet_lite0", _LITE,
            _FINE_TUNE + (("bank_copies", 10), ("fine_tune_from", 5)), "imagenet",
            notes="the bundled CNN: fine-tuned from stage 3 (block 5), cross-validated best"),
+    Recipe("lite0-224-acq", "efficientnet_lite0", _LITE,
+           _FINE_TUNE + (("bank_copies", 10), ("fine_tune_from", 5)) + _ACQUISITION, "imagenet",
+           notes="lite0-224-s3 trained over acquisition changes (a candidate, issue 21)"),
     Recipe("lite0-224", "efficientnet_lite0", _LITE,
            _FINE_TUNE + (("bank_copies", 10), ("fine_tune_from", 8)), "imagenet",
            notes="fine-tuned from stage 4 (block 8): the runner-up"),
