@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import EXIT_OK, need, reported
+from .options import parse_weights
 
 PARITY_IMAGES = 16
 
@@ -43,13 +44,7 @@ def ensemble_command(
     from leukedge.runtime.models import SAMPLES_DIR
 
     with reported(ValueError, OSError):
-        parsed = None
-        if weights is not None:
-            try:
-                parsed = [float(w) for w in weights.split(",")]
-            except ValueError:
-                raise ValueError(f"--weights {weights!r}: numbers separated by commas, "
-                                 "e.g. 2,1,1") from None
+        parsed = parse_weights(weights)
         cv = None
         if calibration is not None:
             from leukedge.export.cv_calibration import read_cv_calibration

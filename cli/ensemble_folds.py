@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .errors import EXIT_OK, fail, reported
+from .options import parse_weights
 
 HELP = """Score an ensemble of cross-validated recipes on their common folds: each
 member's out-of-fold probabilities at its own calibration.json's temperature, averaged
@@ -21,16 +22,6 @@ per image with the weights, scored per fold (FP32, INT8, colour jitter).
 Run `leukedge crossval-eval` on each member first. Writes OUT, the calibration.json that
 `leukedge ensemble --calibration` puts into the joined file: its review threshold (on
 the pooled out-of-fold means) and the metrics per precision."""
-
-
-def parse_weights(text: Optional[str]) -> Optional[list[float]]:
-    """'2,1' -> [2.0, 1.0]; None -> None (equal weights)."""
-    if text is None:
-        return None
-    try:
-        return [float(w) for w in text.split(",")]
-    except ValueError:
-        fail(f"--weights {text!r}: numbers separated by commas, e.g. 2,1")
 
 
 def ensemble_folds_command(
@@ -47,7 +38,8 @@ def ensemble_folds_command(
         help="Also write the whole result (rows per fold, confusion matrices) here.")] = None,
 ) -> None:
     """Score an ensemble of cross-validated recipes (see HELP)."""
-    parsed = parse_weights(weights)
+    with reported(ValueError):
+        parsed = parse_weights(weights)
     if len(cv_dirs) < 2:
         fail(f"CV_DIR: an ensemble needs two or more members, got {len(cv_dirs)}")
     for d in cv_dirs:

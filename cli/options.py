@@ -52,3 +52,14 @@ def backbone_choices() -> type[enum.Enum]:
     from leukedge.modelkit.backbones import backbone_names  # no TensorFlow at import
 
     return registry_enum("Backbone", backbone_names())
+
+
+def parse_weights(text: Optional[str]) -> Optional[list[float]]:
+    """``--weights 2,1`` -> [2.0, 1.0]; None -> None (equal weights). ValueError names the
+    flag."""
+    if text is None:
+        return None
+    try:
+        return [float(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--weights {text!r}: numbers separated by commas, e.g. 2,1") from None
