@@ -38,7 +38,7 @@ from .batching import (PIXEL_BUDGET, declared_pixels, pixels_of, plan_runs,
 from .classifier import Classifier, Prediction
 from .contract import leukedge_version
 from .decode import MAX_PIXELS, ImageError, decode_image
-from .http_guard import (LocalOnly, PixelBudget, expected_host_names,
+from .http_guard import (LocalOnly, PixelBudget, TrackedSend, expected_host_names,
                          http_error_message, send_error)
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class UploadLimit:
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await send_error(send, 413, self._message())
-        received, started = 0, False
+        received, tracked = 0, TrackedSend(send)
 
         async def limited_receive():
             nonlocal received
@@ -143,15 +143,10 @@ class UploadLimit:
                     raise _TooLarge
             return message
 
-        async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, limited_receive, tracked_send)
+            await self.app(scope, limited_receive, tracked)
         except _TooLarge:
-            if not started:
+            if not tracked.started:
                 await send_error(send, 413, self._message())
 
     def _message(self) -> str:

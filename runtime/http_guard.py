@@ -91,6 +91,18 @@ def split_host(value: str) -> Optional[tuple[str, Optional[int]]]:
     return _bare(name), int(port_text)
 
 
+class TrackedSend:
+    """An ASGI ``send`` that remembers whether the response has started (after which an error
+    can no longer be answered with a status of its own)."""
+
+    def __init__(self, send):
+        self.send, self.started = send, False
+
+    async def __call__(self, message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self.send(message)
+
+
 class LocalOnly:
     """ASGI middleware: the Host and Origin rules above; also the last net for errors, so a
     client that disconnects or misbehaves never puts a traceback in the log.
@@ -110,17 +122,11 @@ class LocalOnly:
         refusal = self.refusal(scope)
         if refusal is not None:
             return await send_error(send, *refusal)
-        started = False
-
-        async def tracked_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracked_send)
+            await self.app(scope, receive, tracked)
         except Exception as e:
-            if _disconnected(e) or started:  # gone, or answered (and logged) by the app
+            if _disconnected(e) or tracked.started:  # gone, or answered (and logged) by the app
                 return
             log.error("internal error answering %s %s: %s: %s", scope.get("method"),
                       scope.get("path"), type(e).__name__, e)
