@@ -2,7 +2,7 @@
 
 Schema 3 (leukedge 0.3) renamed the input checks' limits from ``sanity`` to ``input_checks``;
 nothing a model computes changed. This script re-embeds the contract of each file (default: the
-bundled models) and records the file it came from (``provenance.contract_upgrade``: schema and
+bundled models, whose SHA256SUMS it then rewrites) and records the file it came from (``provenance.contract_upgrade``: schema and
 sha256 before), so the provenance chain stays whole. Probabilities are checked to be identical
 before and after.
 
@@ -21,7 +21,7 @@ import onnx
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.contract import (SCHEMA_VERSION, contract_document, contract_of_proto,
                                        embed_contract, save_model)
-from leukedge.runtime.files import sha256_file
+from leukedge.runtime.files import atomic_write_text, sha256_file
 from leukedge.runtime.models import MODELS_DIR, SAMPLES_DIR
 
 
@@ -51,11 +51,22 @@ def _load(path: Path) -> np.ndarray:
     return read_image(path)
 
 
+def write_sha256sums(folder: Path = MODELS_DIR) -> Path:
+    """Record the bundled models' sha256 (``sha256sum`` format), which `leukedge doctor`
+    checks the installed files against."""
+    lines = [f"{sha256_file(p)}  {p.name}" for p in sorted(folder.glob("*.onnx"))]
+    path = folder / "SHA256SUMS"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def main(argv: list[str]) -> int:
     paths = [Path(a) for a in argv] or sorted(MODELS_DIR.glob("*.onnx"))
     for path in paths:
         print(f"{path}: {'upgraded' if upgrade(path) else 'current'} "
               f"(schema {SCHEMA_VERSION}, sha256 {sha256_file(path)[:12]})")
+    if not argv:
+        print(f"Wrote {write_sha256sums()}")
     return 0
 
 

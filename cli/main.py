@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import (bench, compare, crossval, ensemble, ensemble_folds, evaluate_folds, export, infer,
-               info, models, quantize, serve, train, validate, watch)
+from . import (bench, compare, crossval, doctor, ensemble, ensemble_folds, evaluate_folds, export,
+               infer, info, models, quantize, serve, train, validate, watch)
 
 app = typer.Typer(
     name="leukedge",
@@ -41,7 +41,7 @@ def _root(
     """Leukemia-subtype blood-smear classifiers (see `leukedge COMMAND --help`)."""
 
 
-for _module in (infer, watch, serve, validate, info, models, train, crossval, evaluate_folds,
+for _module in (infer, watch, serve, validate, doctor, info, models, train, crossval, evaluate_folds,
                 ensemble_folds, export, quantize, ensemble, compare, bench):
     _module.register(app)
 

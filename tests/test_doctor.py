@@ -1,0 +1,49 @@
+"""`leukedge doctor`: a healthy install passes; a modified bundled model, conflicting ONNX
+Runtime wheels and an unwritable folder fail (exit 1) with the reason."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from typer.testing import CliRunner
+
+import leukedge.runtime.doctor as doctor
+from leukedge.cli.main import app
+
+
+def _run(*args):
+    return CliRunner().invoke(app, ["doctor", *map(str, args)])
+
+
+def test_a_healthy_install_passes_with_every_check_named(tmp_path):
+    result = _run("--output-dir", tmp_path, "-f", "json")
+    assert result.exit_code == 0, result.output
+    checks = {c["name"]: c for c in json.loads(result.stdout)["checks"]}
+    assert {"python", "leukedge", "onnxruntime", "cpu starts", "default model",
+            "model default-int8", "output folder writable"} <= set(checks)
+    assert all(c["status"] != "fail" for c in checks.values())
+
+
+def test_a_modified_bundled_model_is_named(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    shutil.copytree(doctor.MODELS_DIR, models)
+    (models / "leukedge-fast-fp32.onnx").write_bytes(b"tampered")
+    monkeypatch.setattr(doctor, "SHA256SUMS", models / "SHA256SUMS")
+    monkeypatch.setattr(doctor, "bundled_models",
+                        lambda: {"fast-fp32": models / "leukedge-fast-fp32.onnx"})
+    checks = doctor.check_bundled_models()
+    assert [c.status for c in checks] == ["fail"] + ["fail"] * 3  # modified + 3 not there
+    assert "leukedge-fast-fp32.onnx was modified" in checks[0].detail
+
+
+def test_conflicting_onnxruntime_wheels_fail(monkeypatch):
+    monkeypatch.setattr(doctor, "_installed", lambda name: {
+        "onnxruntime": "1.20", "onnxruntime-gpu": "1.20"}.get(name))
+    ort = [c for c in doctor.check_versions() if c.name == "onnxruntime"][0]
+    assert ort.status == "fail" and "conflicting wheels" in ort.detail
+
+
+def test_a_missing_output_folder_fails(tmp_path):
+    result = _run("--output-dir", tmp_path / "nope")
+    assert result.exit_code == 1 and "output folder writable" in result.stdout
