@@ -3,7 +3,8 @@
 A wheel ships its models under ``leukedge/runtime/assets/models/leukedge-<name>.onnx``; each is
 selectable by name (``--model default-fp32``, ``Classifier("fast-int8")``). A name without a
 precision (``default``, ``fast``) picks the INT8 file on CPUs with VNNI and the FP32 file on
-others, where INT8 kernels with full 8-bit weights can saturate (:mod:`leukedge.runtime.cpu`).
+others, where INT8 kernels with full 8-bit weights can saturate, and wherever the CPU cannot be
+told (:mod:`leukedge.runtime.cpu`).
 ``default`` is what ``leukedge infer`` uses when no model is given. What each is, measured, is
 in docs/RESULTS.md and in the models' own contracts (``leukedge models``).
 """
@@ -35,9 +36,11 @@ def bundled_models() -> dict[str, Path]:
 
 
 def best_variant(name: str, bundled: dict[str, Path]) -> Optional[str]:
-    """``name-int8`` on a CPU that runs it exactly, else ``name-fp32`` (when bundled)."""
+    """``name-int8`` on a CPU known to run it exactly (VNNI), else ``name-fp32`` when bundled:
+    on an AVX2-only CPU and where the CPU cannot be told (no /proc/cpuinfo with numpy 1.x, ARM)
+    the FP32 file is the one known to be exact."""
     int8, fp32 = f"{name}-int8", f"{name}-fp32"
-    if int8 in bundled and (has_int8_vnni() is not False or fp32 not in bundled):
+    if int8 in bundled and (has_int8_vnni() is True or fp32 not in bundled):
         return int8
     return fp32 if fp32 in bundled else None
 

@@ -18,7 +18,7 @@ def shelf(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.parametrize("vnni, expected", [(True, "default-int8"), (None, "default-int8"),
+@pytest.mark.parametrize("vnni, expected", [(True, "default-int8"), (None, "default-fp32"),
                                             (False, "default-fp32")])
 def test_default_picks_int8_on_vnni_cpus_only(shelf, monkeypatch, vnni, expected):
     monkeypatch.setattr(models, "has_int8_vnni", lambda: vnni)

@@ -31,6 +31,7 @@ def installed(tmp_path_factory) -> Path:
     done = subprocess.run(["npm", "install", "--no-audit", "--no-fund"], cwd=folder,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert "warn" not in done.stderr.lower(), done.stderr  # .npmrc: only configs npm knows
     return folder
 
 
@@ -68,3 +69,19 @@ def test_node_reports_a_bad_file_and_the_contract_reader_refuses_other_models(in
     plain = make_tiny_onnx(tmp_path / "plain.onnx", contract=False)
     refused = _node(installed, "--model", str(plain), str(bad))
     assert refused.returncode == 2 and "not a leukedge model" in refused.stderr
+
+
+def test_node_picks_the_default_file_as_the_python_runtime_does(installed, tmp_path):
+    """INT8 with VNNI, FP32 without it or when the CPU cannot be read (runtime/models.py)."""
+    cpuinfo = tmp_path / "cpuinfo"
+    script = ("import('./classify.mjs').then(m => console.log(JSON.stringify(["
+              "m.defaultModel(true), m.defaultModel(false), m.defaultModel(null), "
+              f"m.hasInt8Vnni({json.dumps(str(cpuinfo))}), m.hasInt8Vnni('/nonexistent')])))")
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    out = subprocess.run(["node", "-e", script], cwd=installed, capture_output=True, text=True,
+                         timeout=60)
+    picks = json.loads(out.stdout)
+    assert [Path(p).name for p in picks[:3]] == ["leukedge-default-int8.onnx",
+                                                 "leukedge-default-fp32.onnx",
+                                                 "leukedge-default-fp32.onnx"]
+    assert picks[3:] == [False, None]

@@ -20,8 +20,24 @@ import ort from "onnxruntime-node";
 import pngjs from "pngjs";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-const DEFAULT_MODEL = path.join(HERE, "..", "..", "runtime", "assets", "models",
-                                "leukedge-default-int8.onnx");
+const MODELS = path.join(HERE, "..", "..", "runtime", "assets", "models");
+
+// ONNX Runtime's INT8 kernels are exact on x86 CPUs with VNNI; elsewhere (AVX2 only, or a CPU
+// whose features cannot be read) the FP32 file is the one known to be exact, as in leukedge's
+// Python runtime (runtime/models.py).
+export function hasInt8Vnni(cpuinfo = "/proc/cpuinfo") {
+  try {
+    const flags = fs.readFileSync(cpuinfo, "utf8").split("\n").find((l) => l.startsWith("flags"));
+    if (!flags) return null;
+    return /\b(avx512_vnni|avx_vnni|amx_int8)\b/.test(flags);
+  } catch {
+    return null; // not Linux: unknown
+  }
+}
+
+export function defaultModel(vnni = hasInt8Vnni()) {
+  return path.join(MODELS, `leukedge-default-${vnni === true ? "int8" : "fp32"}.onnx`);
+}
 const DECIMALS = 1e6; // leukedge reports and compares confidences at 6 decimals
 
 // ------------------------------------------------------------------ the contract (protobuf)
@@ -190,7 +206,7 @@ export async function classify(modelPath, files) {
 }
 
 async function main(argv) {
-  let model = DEFAULT_MODEL;
+  let model = defaultModel();
   const files = [];
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === "--model" || argv[i] === "-m") model = argv[++i];
