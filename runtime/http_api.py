@@ -40,6 +40,7 @@ from .contract import leukedge_version
 from .decode import MAX_PIXELS, ImageError, decode_image
 from .http_guard import (LocalOnly, PixelBudget, TrackedSend, expected_host_names,
                          http_error_message, send_error)
+from .inference_protocol import add_routes as add_v2_routes
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024
@@ -259,6 +260,7 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
             return JSONResponse(body, status_code=status)
         return JSONResponse({"results": [body for _, body in answers]})
 
+    add_v2_routes(app, classifier, budget, max_pixels)
     names = expected_host_names(host, allowed_hosts)
     return LocalOnly(UploadLimit(app, max_upload_bytes), names, port)
 

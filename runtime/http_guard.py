@@ -38,7 +38,8 @@ log = logging.getLogger("leukedge.runtime.http_api")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 WILDCARDS = ("", "0.0.0.0", "::")
-ROUTES = "GET /healthz, GET /v1/model, POST /v1/classify"
+ROUTES = ("GET /healthz, GET /v1/model, POST /v1/classify, GET /v2, GET /v2/health/ready, "
+          "GET /v2/models/{name}, POST /v2/models/{name}/infer")
 
 
 async def send_error(send, status: int, message: str, headers: Iterable = ()) -> None:
