@@ -87,6 +87,10 @@ def summary(result) -> str:
     lines.append(f"Training: {t['method']}, {runs}, {t['seconds']:.0f} s, "
                  f"{t['train_images_per_second']:.0f} training images/s; {temperature}, "
                  f"review below {r.review_below:g}")
+    if "val_images" in t:  # the kept model, as calibration saw it
+        n, errors = t["val_images"], t["val_errors"]
+        lines.append(f"Validation split: {n} images, {errors} error{'s' * (errors != 1)}"
+                     + (f" (accuracy {1 - errors / n:.4f})" if n else ""))
     lines.append(f"Next: leukedge export {result.out_dir}")
     return "\n".join(lines)
 

@@ -68,6 +68,10 @@ def test_run_folder_is_complete(lite_run):
     assert not list(out.glob(".*")), "temp files left behind"
     assert "Test split: n=" in output and f"leukedge export {out}" in output
     assert "two_phase" in output
+    # the summary's validation line is the kept model's, as the calibration counted it
+    training = RunRecord.read(out / "run.json").training
+    n, errors = training["val_images"], training["val_errors"]
+    assert f"Validation split: {n} images, {errors} error" in output
 
 
 @pytest.mark.slow

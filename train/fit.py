@@ -284,7 +284,12 @@ def _finish(out: Path, config, settings, weights, prepared: Prepared, manifest, 
     test_labels = prepared.labels[partition.test]
     history = outcome.history
     val_loss = history.get("val_loss") or [float("nan")]
+    val_labels = prepared.labels[partition.val]
+    val_errors = int((val_logits.argmax(axis=1) != val_labels).sum()) if len(val_labels) else 0
     training = {"method": settings.resolved_method(config.row.kind, weights),
+                # the kept model on the validation images, as calibration saw it (the epoch
+                # log's val_accuracy is measured on the float16 feature bank and may differ)
+                "val_images": int(len(val_labels)), "val_errors": val_errors,
                 "epochs_run": len(val_loss), "best_val_loss": float(np.nanmin(val_loss)),
                 "best_epoch": int(np.nanargmin(val_loss)) + 1, "seconds": round(seconds, 1),
                 "train_images_per_second": round(outcome.train_images_per_second, 1),
