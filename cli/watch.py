@@ -96,6 +96,8 @@ def check_layout(opts: WatchOptions) -> None:
     from leukedge.runtime.inbox import is_inside, same_name
     from leukedge.runtime.journal import check_output
 
+    from .destination import model_file, refuse_inputs
+
     if not opts.inbox.is_dir():
         raise ValueError(f"INBOX {display_path(opts.inbox)} is not a folder")
     for flag, folder in (("--done", opts.done_dir), ("--failed", opts.failed_dir)):
@@ -106,6 +108,7 @@ def check_layout(opts: WatchOptions) -> None:
     if is_inside(opts.output, opts.inbox) and opts.output.name.lower().endswith(IMAGE_SUFFIXES):
         raise ValueError(f"--output {display_path(opts.output)} is inside the inbox with an "
                          "image name, so it would be read as an image; name it .jsonl or .csv")
+    refuse_inputs(opts.output, "--output", model_file(opts.model))  # rows appended to a model
     check_output(opts.output)
 
 

@@ -69,6 +69,15 @@ def test_an_output_with_an_image_name_inside_the_inbox_is_refused(tiny_model_pat
     assert list(inbox.iterdir()) == []
 
 
+def test_an_output_that_is_the_model_is_refused(tiny_model_path, tmp_path):
+    inbox, model = tmp_path / "inbox", tmp_path / "m.onnx"
+    inbox.mkdir()
+    model.write_bytes(tiny_model_path.read_bytes())
+    result = run_watch(str(inbox), model, model)
+    assert result.returncode == 2 and "--output" in result.stderr and "same file" in result.stderr
+    assert model.read_bytes() == tiny_model_path.read_bytes()
+
+
 @pytest.mark.parametrize("kind", ["dev_null", "fifo", "folder"])
 def test_an_output_that_is_not_a_regular_file_is_refused(kind, tiny_model_path, tmp_path):
     inbox = tmp_path / "inbox"
