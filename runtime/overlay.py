@@ -41,25 +41,51 @@ def display_pair(rgb_uint8: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, n
     return image, scaled.astype(bool)
 
 
-def _caption_lines(prediction: Prediction) -> list[tuple[str, tuple[int, int, int]]]:
-    lines = [(f"{prediction.label} {prediction.confidence:.2f}", TEXT_BGR)]
+def caption_lines(prediction: Prediction) -> list[tuple[str, tuple[int, int, int]]]:
+    """What an overlay says: the label and the runner-up with their probabilities, and, when a
+    person should look, REVIEW and each reason in words (the review codes' messages)."""
+    ranked = sorted(prediction.probabilities.items(), key=lambda kv: -kv[1])
+    top = "  ".join(f"{name} {p:.3f}" for name, p in ranked[:2])
+    lines = [(top, TEXT_BGR)]
     if prediction.needs_review:
         lines.append(("REVIEW", REVIEW_BGR))
+        lines += [(str(reason), REVIEW_BGR) for reason in prediction.review_reasons]
     return lines
+
+
+def _fit(text: str, width: int, scale: float, font: int) -> tuple[list[str], float]:
+    """``text`` as lines that fit ``width`` pixels: smaller type first (down to 0.3), then
+    wrapped between words."""
+    def wide(t: str, s: float) -> int:
+        return cv2.getTextSize(t, font, s, max(1, round(s * 2)))[0][0]
+
+    if wide(text, scale) > width:
+        scale = max(0.3, scale * width / wide(text, scale))
+    lines: list[str] = []
+    for word in text.split(" "):
+        if lines and wide(f"{lines[-1]} {word}", scale) <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines, scale
 
 
 def _draw_caption(canvas: np.ndarray, prediction: Prediction) -> None:
     h, w = canvas.shape[:2]
-    scale = max(0.4, min(h, w) / 500.0)
-    thickness = max(1, round(scale * 2))
+    base_scale = max(0.4, min(h, w) / 500.0)
     font = cv2.FONT_HERSHEY_SIMPLEX
     y = 0
-    for text, colour in _caption_lines(prediction):
-        (tw, th), base = cv2.getTextSize(text, font, scale, thickness)
-        pad = max(2, th // 4)
-        cv2.rectangle(canvas, (0, y), (tw + 2 * pad, y + th + base + 2 * pad), (0, 0, 0), cv2.FILLED)
-        cv2.putText(canvas, text, (pad, y + pad + th), font, scale, colour, thickness, cv2.LINE_AA)
-        y += th + base + 2 * pad
+    for text, colour in caption_lines(prediction):
+        lines, scale = _fit(text, w - 8, base_scale, font)
+        thickness = max(1, round(scale * 2))
+        for line in lines:
+            (tw, th), base = cv2.getTextSize(line, font, scale, thickness)
+            pad = max(2, th // 4)
+            cv2.rectangle(canvas, (0, y), (tw + 2 * pad, y + th + base + 2 * pad), (0, 0, 0),
+                          cv2.FILLED)
+            cv2.putText(canvas, line, (pad, y + pad + th), font, scale, colour, thickness,
+                        cv2.LINE_AA)
+            y += th + base + 2 * pad
 
 
 def render_overlay(rgb_uint8: np.ndarray, mask: np.ndarray, prediction: Prediction) -> np.ndarray:
@@ -68,7 +94,7 @@ def render_overlay(rgb_uint8: np.ndarray, mask: np.ndarray, prediction: Predicti
     Args:
         rgb_uint8: the original image, RGB uint8 HxWx3.
         mask: boolean HxW mask at the same resolution.
-        prediction: what to write in the caption ("REVIEW" is added when it needs review).
+        prediction: what to write in the caption (:func:`caption_lines`).
     """
     if mask.shape != rgb_uint8.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match the image {rgb_uint8.shape[:2]}")
