@@ -65,3 +65,30 @@ def test_the_suite_scores_every_kind_at_every_strength(tiny_model_path, sample_i
     assert all(r["n"] == 8 for r in rows)
     assert [r["main"] for r in rows].count(True) == 2
     assert "| magnification (main) | 1.43 |" in suite.markdown(rows)
+
+
+def test_the_suite_reads_cross_validation_folds_out_of_fold(tiny_model_path, sample_images,
+                                                           tmp_path):
+    """--cv: each fold's model scores only its own held-out images, from its oof.json."""
+    import json
+    import shutil
+
+    suite = _robustness()
+    data = tmp_path / "data"
+    for p in sample_images:
+        (data / p.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, data / p.parent.name / p.name)
+    relpaths = [f"{p.parent.name}/{p.name}" for p in sample_images]
+    for k, held in enumerate((relpaths[::2], relpaths[1::2])):
+        folder = tmp_path / "cv" / f"fold{k}"
+        folder.mkdir(parents=True)
+        shutil.copy(tiny_model_path, folder / "model.onnx")
+        labels = [CLASSES.index(r.split("/")[0]) for r in held]
+        (folder / "oof.json").write_text(json.dumps({
+            "classes": list(CLASSES), "held_out": {"paths": held, "labels": labels}}))
+    pairs = suite.fold_sets(tmp_path / "cv", data, "model.onnx")
+    assert [len(labelled) for _, labelled in pairs] == [4, 4]
+    assert sorted(str(p) for _, s in pairs for p in s.paths) == sorted(
+        str(data / r) for r in relpaths)
+    rows = suite.run(pairs, ["jpeg"])
+    assert rows[0]["kind"] == "none" and rows[0]["n"] == 8  # pooled over both folds
