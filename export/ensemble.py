@@ -91,6 +91,20 @@ def ensemble_contract(paths: Sequence[Path], contracts: Sequence[ModelContract],
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
+def normalised_weights(weights: Optional[Sequence[float]], n: int) -> np.ndarray:
+    """One positive weight per member, summing to 1 (equal when None).
+
+    Raises:
+        ValueError: naming ``--weights``: a count other than ``n``, or a weight that is not a
+            positive finite number.
+    """
+    w = np.array(weights if weights is not None else [1.0] * n, float)
+    if len(w) != n or not np.isfinite(w).all() or (w <= 0).any():
+        raise ValueError(f"--weights: one positive number per member ({n}), got "
+                         f"{list(weights or [])}")
+    return w / w.sum()
+
+
 def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike, *,
                   weights: Optional[Sequence[float]] = None,
                   calibration: Optional[CvCalibration] = None,
@@ -114,11 +128,7 @@ def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.
     out = Path(out_path)
     if len(paths) < 2:
         raise ValueError("an ensemble needs at least two member models")
-    weights = list(weights) if weights is not None else [1.0] * len(paths)
-    if len(weights) != len(paths) or any(not w > 0 for w in weights):
-        raise ValueError(f"--weights: one positive number per member ({len(paths)}), got "
-                         f"{weights}")
-    weights = [float(w) / sum(weights) for w in weights]
+    weights = [float(w) for w in normalised_weights(weights, len(paths))]
     if any(out.resolve() == p.resolve() for p in paths if p.exists()):
         raise ValueError(f"{out}: is one of the members; write the ensemble to a new file")
     if out.exists() and not overwrite:

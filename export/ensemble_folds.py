@@ -26,11 +26,11 @@ import numpy as np
 
 from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,
                                          softmax)
-from leukedge.modelkit.metrics import REFERENCE_COST_MATRIX, evaluate
 
 from .cv_calibration import CvCalibration, precision_metrics, read_cv_calibration
+from .ensemble import normalised_weights
+from .fold_summary import KEYS, fold_metrics, mean_sd
 
-KEYS = ("accuracy", "cost_per_sample", "cost_sensitive_accuracy", "weighted_f1", "macro_f1")
 MAX_REVIEW_RATE = 0.03
 VARIANTS = {"fp32": "fp32", "int8": "int8", "fp32_jitter": "jitter", "int8_jitter": "int8_jitter"}
 
@@ -72,29 +72,6 @@ def member_folds(cv_dir: Path) -> tuple[CvCalibration, dict[int, dict]]:
     return calibration, out
 
 
-def scores(labels: np.ndarray, probs: np.ndarray, classes) -> dict:
-    m = evaluate(labels, probs.argmax(1), classes, REFERENCE_COST_MATRIX)
-    return {**{k: m[k] for k in KEYS}, "confusion_matrix": m["confusion_matrix"]}
-
-
-def mean_sd(rows: list[dict]) -> dict:
-    out = {}
-    for k in KEYS:
-        v = np.array([r[k] for r in rows], float)
-        out[k] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
-                  "folds": v.round(6).tolist()}
-    return out
-
-
-def normalised_weights(weights: Optional[Sequence[float]], n: int) -> np.ndarray:
-    """One positive weight per member, summing to 1 (equal when None)."""
-    w = np.array(weights if weights is not None else [1.0] * n, float)
-    if len(w) != n or not np.isfinite(w).all() or (w <= 0).any():
-        raise ValueError(f"--weights: one positive number per member ({n}), got "
-                         f"{list(weights or [])}")
-    return w / w.sum()
-
-
 def score_ensemble(cv_dirs: Sequence[str | os.PathLike],
                    weights: Optional[Sequence[float]] = None) -> dict:
     """The ensemble of the recipes in ``cv_dirs`` scored on their common folds.
@@ -120,7 +97,7 @@ def score_ensemble(cv_dirs: Sequence[str | os.PathLike],
         means = {name: np.tensordot(w, [m[fold][key] for m in members], axes=1)
                  for name, key in VARIANTS.items()}
         for name, mean in means.items():
-            per_fold[name].append(scores(ref["labels"], mean, ref["classes"]))
+            per_fold[name].append(fold_metrics(mean, ref["labels"], ref["classes"]))
         pooled_p.append(means["fp32"])
         pooled_y.append(ref["labels"])
         agreement.append(float(np.mean(means["fp32"].argmax(1) == means["int8"].argmax(1))))
@@ -131,7 +108,8 @@ def score_ensemble(cv_dirs: Sequence[str | os.PathLike],
     return {"members": [str(d) for d in cv_dirs],
             "member_temperatures": [c.temperature for c, _ in loaded],
             "weights": [round(float(v), 6) for v in w], "folds": folds, "n": int(len(y)),
-            "rows": {name: mean_sd(rows) for name, rows in per_fold.items()},
+            "rows": {name: {k: mean_sd([r[k] for r in rows]) for k in KEYS}
+                     for name, rows in per_fold.items()},
             "confusion_matrix": {name: np.sum([r["confusion_matrix"] for r in rows],
                                               axis=0).tolist()
                                  for name, rows in per_fold.items()},

@@ -40,7 +40,6 @@ from leukedge.modelkit.acquisition import EVALUATION_JITTER, random_color
 from leukedge.modelkit.confidence import fit_temperature
 from leukedge.modelkit.dataset import discover_dataset
 from leukedge.modelkit.evaluation.labelled import select_evenly
-from leukedge.modelkit.metrics import evaluate
 from leukedge.modelkit.run_folder import RunFolder
 from leukedge.modelkit.run_record import Calibration, RunRecord
 from leukedge.runtime.classifier import Classifier
@@ -48,7 +47,7 @@ from leukedge.runtime.decode import load_image
 from leukedge.runtime.files import atomic_write_text
 from leukedge.runtime.session import create_session
 
-from .fold_summary import INT8_SETTING, KEYS, write_summary
+from .fold_summary import INT8_SETTING, fold_metrics, write_summary
 from .onnx_export import export_classical, export_keras, model_probabilities
 from .quantize import QuantizeOptions, quantize_model
 
@@ -158,11 +157,6 @@ def dihedral(images: list[np.ndarray]) -> list[list[np.ndarray]]:
             for flip in (False, True) for k in range(4)]
 
 
-def metrics(probs: np.ndarray, labels: np.ndarray, classes) -> dict:
-    m = evaluate(labels, probs.argmax(1), classes)
-    return {k: m[k] for k in (*KEYS, "confusion_matrix", "n")}
-
-
 def _export_fold(folder: Path, model: Any, record: RunRecord, images: FoldImages) -> tuple:
     """(export result, INT8 result or None, export seconds, quantize seconds)."""
     run, started = RunFolder(folder), time.perf_counter()
@@ -245,7 +239,7 @@ def evaluate_fold(folder: str | os.PathLike, model: Any, record: RunRecord,
         "parity_max_abs_diff": export.parity.max_abs_diff,
         "int8_agreement": (float(np.mean(probs["fp32"].argmax(1) == probs["int8"].argmax(1)))
                            if "int8" in probs else None),
-        "rows": {name: metrics(p, labels, oof["classes"]) for name, p in probs.items()},
+        "rows": {name: fold_metrics(p, labels, oof["classes"]) for name, p in probs.items()},
         "probs": {k: v.round(6).tolist() for k, v in probs.items()},
         "labels": labels.tolist(), "paths": images.paths,
         "logits_keras": oof["held_out"]["logits"],

@@ -24,6 +24,7 @@ import numpy as np
 
 from leukedge.modelkit.confidence import (choose_review_threshold, expected_calibration_error,
                                          fit_temperature, review_outcome, softmax)
+from leukedge.modelkit.metrics import evaluate
 from leukedge.runtime.files import atomic_write_text
 
 from .cv_calibration import CvCalibration, precision_metrics
@@ -37,6 +38,12 @@ ROW_NAMES = {"fp32": "ONNX FP32", "int8": "ONNX INT8", "fp32_tta": "FP32 + TTA (
              "fp32_tta4": "FP32 + TTA (4 quarter turns)",
              "int8_rr": "ONNX INT8, 7-bit weights", "int8_rr_jitter": "INT8 7-bit, colour jitter",
              "fp32_jitter": "FP32, colour jitter", "int8_jitter": "INT8, colour jitter"}
+
+
+def fold_metrics(probs: np.ndarray, labels: np.ndarray, classes) -> dict:
+    """The scores of one fold's probabilities: :data:`KEYS`, the confusion matrix and n."""
+    m = evaluate(labels, probs.argmax(1), classes)
+    return {k: m[k] for k in (*KEYS, "confusion_matrix", "n")}
 
 
 def mean_sd(values) -> dict:
