@@ -120,6 +120,12 @@ def inspect_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXE
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes into an RGB uint8 HxWx3 array (EXIF orientation applied)."""
     inspect_image(data, name, max_pixels)
+    return decode_inspected(data, name)
+
+
+def decode_inspected(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """:func:`decode_image` of bytes that :func:`inspect_image` has already passed (the
+    pipeline inspects first, to count the pixels before it decodes)."""
     fmt = image_format(data)
     decoded = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .batching import PIXEL_BUDGET, PixelBudget, model_runs, pixels_of
 from .classifier import Classifier, Prediction
-from .decode import (MAX_PIXELS, ImageError, ImageSource, decode_image, describe_source,
+from .decode import (MAX_PIXELS, ImageError, ImageSource, decode_inspected, describe_source,
                      inspect_image, load_image, read_file_bytes)
 from .input_checks import ReviewReason
 from .session import usable_cpus
@@ -109,10 +109,11 @@ def _inspect(source: ImageSource, max_pixels: int) -> tuple[object, int]:
     return data, width * height
 
 
-def _decode(source: ImageSource, content: object, max_pixels: int) -> np.ndarray:
+def _decode(source: ImageSource, content: object) -> np.ndarray:
+    """The pixels of what :func:`_inspect` passed (its checks are not run again)."""
     if isinstance(content, np.ndarray):
         return load_image(content)
-    return decode_image(content, describe_source(source), max_pixels)
+    return decode_inspected(content, describe_source(source))
 
 
 def _classify(classifier: Classifier, decoded: dict[int, _Decoded], keep_images: bool,
@@ -181,7 +182,7 @@ def _process(classifier: Classifier, batch: Sequence[ImageSource], keep_images: 
             held, got = 0, budget.acquire(pixels)
         held += got
         try:
-            pending[i] = _Decoded(pixels=_decode(source, content, max_pixels),
+            pending[i] = _Decoded(pixels=_decode(source, content),
                                   seconds=time.perf_counter() - started)
         except Exception as e:
             pending[i] = _error(source, e)

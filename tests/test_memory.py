@@ -63,16 +63,16 @@ def recorded(monkeypatch, classifier):
             super().__init__(total)
             log["budgets"].append(self)
 
-    decode = pipeline.decode_image
+    decode = pipeline.decode_inspected
 
-    def recording_decode(data, name, max_pixels):
+    def recording_decode(data, name):
         budget = log["budgets"][-1]
         log["decodes"].append((budget.used, budget.total))
-        return decode(data, name, max_pixels)
+        return decode(data, name)
 
     monkeypatch.setattr(classifier, "run", recording_run)
     monkeypatch.setattr(pipeline, "PixelBudget", RecordingBudget)
-    monkeypatch.setattr(pipeline, "decode_image", recording_decode)
+    monkeypatch.setattr(pipeline, "decode_inspected", recording_decode)
     return log
 
 
