@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterable, Optional
 
+from leukedge.runtime.files import same_name
+
 
 class OutputError(OSError):
     """The results could not be written; the message names the flag and the file."""
@@ -32,13 +34,6 @@ def _identity(path: Path) -> Optional[tuple[int, int]]:
     except (OSError, ValueError):
         return None
     return info.st_dev, info.st_ino
-
-
-def _realpath(path: Path) -> str:
-    try:
-        return os.path.normcase(os.path.realpath(path))
-    except (OSError, ValueError):
-        return os.path.normcase(os.path.abspath(path))
 
 
 def refuse_inputs(output: Optional[os.PathLike], flag: str,
@@ -53,11 +48,11 @@ def refuse_inputs(output: Optional[os.PathLike], flag: str,
     target = Path(output)
     if not stat.S_ISREG(_mode(target)) and target.exists():
         return  # a device or FIFO is streamed to, never replaced
-    target_id, target_real = _identity(target), _realpath(target)
+    target_id, target_real = _identity(target), same_name(target)
     for item in protect:
         other = Path(item)
         other_id = _identity(other)
-        if (target_id is not None and target_id == other_id) or _realpath(other) == target_real:
+        if (target_id is not None and target_id == other_id) or same_name(other) == target_real:
             raise ValueError(f"{flag} {target} is the same file as {_kind(other)} {other}; "
                              "writing the results there would destroy it. Give another file "
                              "name.")

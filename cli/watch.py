@@ -93,7 +93,8 @@ def check_layout(opts: WatchOptions) -> None:
         ValueError: naming the flag and what to give instead.
     """
     from leukedge.runtime.files import IMAGE_SUFFIXES
-    from leukedge.runtime.inbox import is_inside, same_name
+    from leukedge.runtime.files import same_name
+    from leukedge.runtime.inbox import is_inside
     from leukedge.runtime.journal import check_output
 
     from .destination import model_file, refuse_inputs

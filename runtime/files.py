@@ -38,6 +38,15 @@ def display_path(path: str | os.PathLike) -> str:
     return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
+def same_name(path: str | os.PathLike) -> str:
+    """A path as the OS compares it: real (links resolved) and, on Windows, case-folded; a
+    name that cannot be resolved (a NUL byte) is compared as its absolute path."""
+    try:
+        return os.path.normcase(os.path.realpath(path))
+    except (OSError, ValueError):
+        return os.path.normcase(os.path.abspath(path))
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

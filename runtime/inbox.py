@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .files import find_images
+from .files import find_images, same_name
 
 IGNORED_SUFFIXES = (".part", ".tmp", ".crdownload", ".partial", ".download", ".filepart")
 DEFAULT_SETTLE = 1.0
@@ -38,11 +38,6 @@ def ignored(path: Path) -> bool:
     """Hidden files, and names of files still being written."""
     name = path.name.lower()
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
-
-
-def same_name(path: str | os.PathLike) -> str:
-    """A path as the OS compares it: real (links resolved) and, on Windows, case-folded."""
-    return os.path.normcase(os.path.realpath(path))
 
 
 def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
