@@ -136,6 +136,9 @@ RECIPES: tuple[Recipe, ...] = (
            _CLASSICAL, notes="the reference study's XGBoost row, hand-made features at 128 px"),
     Recipe("xgboost-64", "xgboost", (("seg_features", "none"), ("input_size", (64, 64))),
            _CLASSICAL, notes="the bundled default's feature model: a 64 px copy"),
+    Recipe("xgboost-64-acq", "xgboost", (("seg_features", "none"), ("input_size", (64, 64))),
+           (("bank_copies", 8),) + _ACQUISITION,
+           notes="xgboost-64 fitted over acquisition changes (a candidate, issue 21)"),
 )
 
 _BY_NAME = {r.name: r for r in RECIPES}
