@@ -2,9 +2,10 @@
 
 A wheel ships its models under ``leukedge/runtime/assets/models/leukedge-<name>.onnx``; each is
 selectable by name (``--model default-fp32``, ``Classifier("fast-int8")``). A name without a
-precision (``default``, ``fast``) picks the INT8 file on CPUs with VNNI and the FP32 file on
-others, where INT8 kernels with full 8-bit weights can saturate, and wherever the CPU cannot be
-told (:mod:`leukedge.runtime.cpu`).
+precision (``default``, ``fast``) picks the INT8 file on CPUs with VNNI, the INT8 file with 7-bit
+weights (``default-int8-7bit``) on x86 CPUs without VNNI, where INT8 kernels with full 8-bit
+weights can saturate, and the FP32 file wherever the CPU cannot be told
+(:mod:`leukedge.runtime.cpu`) or the variant is not bundled.
 ``default`` is what ``leukedge infer`` uses when no model is given. What each is, measured, is
 in docs/RESULTS.md and in the models' own contracts (``leukedge models``).
 """
@@ -22,6 +23,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"
 SAMPLES_DIR = MODELS_DIR.parent / "samples"  # the bundled sample smears, <class>/<file>.jpg
 PREFIX = "leukedge-"
 DEFAULT_MODEL = "default"
+SEVEN_BIT = "int8-7bit"  # name suffix of the INT8 files with 7-bit weights (AVX2 CPUs)
 
 
 class ModelNotFoundError(LeukedgeError, FileNotFoundError):
@@ -36,13 +38,26 @@ def bundled_models() -> dict[str, Path]:
 
 
 def best_variant(name: str, bundled: dict[str, Path]) -> Optional[str]:
-    """``name-int8`` on a CPU known to run it exactly (VNNI), else ``name-fp32`` when bundled:
-    on an AVX2-only CPU and where the CPU cannot be told (no /proc/cpuinfo with numpy 1.x, ARM)
-    the FP32 file is the one known to be exact."""
-    int8, fp32 = f"{name}-int8", f"{name}-fp32"
-    if int8 in bundled and (has_int8_vnni() is True or fp32 not in bundled):
+    """The file a precision-free ``name`` stands for on this CPU, of those bundled:
+
+    - ``name-int8`` (full 8-bit weights) on a CPU with VNNI, whose INT8 kernels are exact;
+    - ``name-int8-7bit`` (7-bit weights, :data:`SEVEN_BIT`) on an x86 CPU without VNNI
+      (AVX2), where full 8-bit weights can saturate and 7-bit ones cannot; bundled only after
+      its labels agreed with FP32 under an emulated AVX2-only CPU (docs/RESULTS.md);
+    - else ``name-fp32``: where the CPU cannot be told (no /proc/cpuinfo with numpy 1.x, ARM)
+      FP32 is the file known to be exact;
+    - else whichever INT8 file there is.
+    """
+    int8, seven, fp32 = f"{name}-int8", f"{name}-{SEVEN_BIT}", f"{name}-fp32"
+    vnni = has_int8_vnni()
+    if vnni is True and int8 in bundled:
         return int8
-    return fp32 if fp32 in bundled else None
+    if vnni is False and seven in bundled:
+        return seven
+    for candidate in (fp32, int8, seven):
+        if candidate in bundled:
+            return candidate
+    return None
 
 
 def _looks_like_a_name(text: str) -> bool:
@@ -77,7 +92,8 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
 
 def _names(bundled: dict[str, Path]) -> list[str]:
     """Bundled names, with the precision-free aliases first."""
-    aliases = sorted({n.rsplit("-", 1)[0] for n in bundled if n.endswith(("-int8", "-fp32"))})
+    suffixes = ("-int8", "-fp32", f"-{SEVEN_BIT}")
+    aliases = sorted({n[:n.rindex(s)] for n in bundled for s in suffixes if n.endswith(s)})
     return aliases + list(bundled)
 
 

@@ -1,0 +1,96 @@
+"""Do INT8 files give FP32's labels on an AVX2-only CPU? Run this under CPU emulation.
+
+ONNX Runtime's INT8 kernels on x86 CPUs without VNNI sum pairs of uint8 x int8 products in 16
+bits, which saturates with full 8-bit weights; 7-bit weights (``leukedge quantize
+--reduce-range``) cannot saturate. This script classifies real images with each model file and
+compares every file with the first (the FP32 reference) in the same process. Run it natively
+and under Debian's qemu-user as a Haswell (AVX2, no AVX-512, no VNNI), which reproduces the
+saturation:
+
+    python bench/avx2_agreement.py --data ../shared/data/ALL --limit 100 --out native.json \\
+        runtime/assets/models/leukedge-default-{fp32,int8,int8-7bit}.onnx
+    qemu-x86_64 -cpu Haswell .venv/bin/python bench/avx2_agreement.py --data ../shared/data/ALL \\
+        --limit 100 --out haswell.json --native native.json \\
+        runtime/assets/models/leukedge-default-{fp32,int8,int8-7bit}.onnx
+
+The CPU features are read with CPUID (numpy's dispatch table), which the emulator answers, not
+from /proc/cpuinfo, which shows the host's. Exit 1 when a file whose name ends in ``-7bit``
+disagrees with the reference on any image (the gate for bundling it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from leukedge.runtime.classifier import Classifier
+from leukedge.runtime.decode import read_image
+
+FEATURES = ("AVX2", "FMA3", "AVX512F", "AVX512_SKX", "AVX512VNNI", "AVX512_CLX")
+
+
+def cpu_features() -> dict:
+    table = np._core._multiarray_umath.__cpu_features__
+    return {name: bool(table.get(name)) for name in FEATURES}
+
+
+def spread(items: list, limit: int) -> list:
+    if limit <= 0 or limit >= len(items):
+        return items
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, limit)]
+
+
+def classify(model: Path, pixels: list) -> np.ndarray:
+    clf = Classifier(model, provider="cpu")
+    return np.concatenate([clf.run(np.stack(pixels[i:i + 16]), ["probs"])["probs"]
+                           for i in range(0, len(pixels), 16)])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="+", type=Path, help="FP32 reference first")
+    parser.add_argument("--data", required=True, type=Path)
+    parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--native", type=Path, help="this script's JSON from a native run")
+    args = parser.parse_args()
+
+    # a plain listing: hashing every file (the dataset scan) is slow under emulation
+    root = args.data / "Original" if (args.data / "Original").is_dir() else args.data
+    items = spread(sorted(p.relative_to(root).as_posix() for p in root.glob("*/*")
+                          if p.suffix.lower() in (".jpg", ".jpeg", ".png")), args.limit)
+    pixels = [read_image(root / rel) for rel in items]
+    rows, probs = [], {}
+    for model in args.models:
+        started = time.perf_counter()
+        probs[model.name] = classify(model, pixels)
+        rows.append({"model": model.name, "seconds": round(time.perf_counter() - started, 1)})
+    reference = probs[args.models[0].name]
+    native = json.loads(args.native.read_text()) if args.native else None
+    failed = False
+    for row in rows:
+        p = probs[row["model"]]
+        row["labels_equal_to_reference"] = int((p.argmax(1) == reference.argmax(1)).sum())
+        row["max_abs_dp_vs_reference"] = float(np.abs(p - reference).max())
+        if native is not None:
+            theirs = np.asarray(native["probabilities"][row["model"]])
+            row["labels_equal_to_native"] = int((p.argmax(1) == theirs.argmax(1)).sum())
+            row["max_abs_dp_vs_native"] = float(np.abs(p - theirs).max())
+        if row["model"].endswith("-7bit.onnx") and row["labels_equal_to_reference"] < len(p):
+            failed = True
+    report = {"n_images": len(pixels), "cpu_features": cpu_features(), "rows": rows,
+              "images": items,
+              "probabilities": {k: v.round(7).tolist() for k, v in probs.items()}}
+    print(json.dumps({k: report[k] for k in ("n_images", "cpu_features", "rows")}, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(report))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
