@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Rebuilds the bundled models from scratch on a CPU, as docs/RESULTS.md describes them:
-#   fast    = EfficientNet-Lite0 (recipe lite0-224-s3), FP32 and INT8;
-#   default = fast + XGBoost on the hand-made features at 64 px (recipe xgboost-64), averaged
-#             (`leukedge ensemble`), FP32 and INT8 (the CNN member is the INT8 one).
+#   fast    = EfficientNet-Lite0 trained over acquisition changes (recipe lite0-224-acq):
+#             FP32, INT8 (full 8-bit weights, for VNNI CPUs) and INT8 with 7-bit weights
+#             (for AVX2 CPUs without VNNI; bundled once bench/avx2_agreement.py agrees);
+#   default = fast + XGBoost on the hand-made features at 64 px, also fitted over acquisition
+#             changes (recipe xgboost-64-acq), averaged (`leukedge ensemble`), in the same
+#             three precisions (the CNN member is the INT8 one).
 #
 # 1. grouped 5-fold cross-validation of both recipes over the development images
 #    (leukedge crossval), evaluated as shipped (leukedge crossval-eval: ONNX FP32 and INT8,
@@ -22,33 +25,35 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data/ALL}"
-cnn_cv="runs/cv/lite0-224-s3"
-xgb_cv="runs/cv/xgboost-64"
-cnn="${RUN:-runs/default-lite0}"
-xgb="${XGB_RUN:-runs/final-xgboost-64}"
+cnn_recipe=lite0-224-acq
+xgb_recipe=xgboost-64-acq
+cnn_cv="runs/cv/$cnn_recipe"
+xgb_cv="runs/cv/$xgb_recipe"
+cnn="${RUN:-runs/default-$cnn_recipe}"
+xgb="${XGB_RUN:-runs/final-$xgb_recipe}"
 models="runtime/assets/models"
 
-for recipe in lite0-224-s3 xgboost-64; do
+for recipe in $cnn_recipe $xgb_recipe; do
   leukedge crossval "$data" --recipe "$recipe" --out runs/cv  # resumes if cut short
   leukedge crossval-eval "runs/cv/$recipe" --data "$data"
 done
 leukedge crossval-ensemble "$cnn_cv" "$xgb_cv" --json docs/results/cv_ensemble_cnn_xgboost64.json \
-  --out runs/cv/ensemble-cnn-xgb64-calibration.json
+  --out runs/cv/ensemble-calibration.json
 
 if [ ! -f "$cnn/run.json" ]; then
-  # The recipe's settings are leukedge train's defaults for efficientnet_lite0 (ImageNet
-  # weights offline, two-phase, fine-tuning from stage 3, 10 augmented copies per image).
-  leukedge train "$data" --backbone efficientnet_lite0 --split 85/15/0 \
+  leukedge train "$data" --recipe $cnn_recipe --split 85/15/0 \
     --exclude runtime/assets/samples --seed 2026 --out "$cnn"
 fi
-if [ ! -f "$xgb/run.json" ]; then  # leukedge train's defaults for xgboost (3 copies per image)
-  leukedge train "$data" --backbone xgboost --input-size 64 --split 85/15/0 \
+if [ ! -f "$xgb/run.json" ]; then
+  leukedge train "$data" --recipe $xgb_recipe --split 85/15/0 \
     --exclude runtime/assets/samples --seed 2026 --out "$xgb"
 fi
 leukedge export "$cnn" --calibration "$cnn_cv/calibration.json" --data "$data" \
   --parity-images 64 --overwrite
 leukedge quantize "$cnn/model.onnx" --data "$data" --split-manifest "$cnn/split.json" \
-  --calib-size 200 --max-drop 0.3 --out "$cnn/model-int8.onnx" --overwrite
+  --calib-size 200 --max-drop 0.3 --no-reduce-range --out "$cnn/model-int8.onnx" --overwrite
+leukedge quantize "$cnn/model.onnx" --data "$data" --split-manifest "$cnn/split.json" \
+  --calib-size 200 --max-drop 0.3 --reduce-range --out "$cnn/model-int8-7bit.onnx" --overwrite
 leukedge export "$xgb" --calibration "$xgb_cv/calibration.json" --data "$data" --overwrite
 
 mkdir -p "$models"
@@ -58,11 +63,18 @@ install_model() {  # install_model SOURCE NAME: copied whole, then renamed into 
 }
 install_model "$cnn/model.onnx" fast-fp32
 install_model "$cnn/model-int8.onnx" fast-int8
-for precision in fp32 int8; do
+install_model "$cnn/model-int8-7bit.onnx" fast-int8-7bit
+for precision in fp32 int8 int8-7bit; do
   leukedge ensemble "$models/leukedge-fast-$precision.onnx" "$xgb/model.onnx" \
-    --calibration runs/cv/ensemble-cnn-xgb64-calibration.json \
+    --calibration runs/cv/ensemble-calibration.json \
     --out "$models/leukedge-default-$precision.onnx" --overwrite
 done
+# The 7-bit files must give FP32's labels on an AVX2 CPU without VNNI (emulated; exit 1 if not)
+python bench/avx2_agreement.py --data "$data" --limit 100 --out runs/avx2-native.json \
+  "$models"/leukedge-default-{fp32,int8,int8-7bit}.onnx
+qemu-x86_64 -cpu Haswell .venv/bin/python bench/avx2_agreement.py --data "$data" --limit 100 \
+  --native runs/avx2-native.json --out docs/results/avx2_agreement.json \
+  "$models"/leukedge-default-{fp32,int8,int8-7bit}.onnx
 python bench/make_testvectors.py
 python bench/upgrade_contracts.py  # SHA256SUMS: the files' sha256, checked by leukedge doctor
 leukedge models
