@@ -45,8 +45,8 @@ def spread(items: list, limit: int) -> list:
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, limit)]
 
 
-def classify(model: Path, pixels: list) -> np.ndarray:
-    clf = Classifier(model, provider="cpu")
+def classify(model: Path, pixels: list, threads: int) -> np.ndarray:
+    clf = Classifier(model, provider="cpu", threads=threads)
     return np.concatenate([clf.run(np.stack(pixels[i:i + 16]), ["probs"])["probs"]
                            for i in range(0, len(pixels), 16)])
 
@@ -58,6 +58,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--native", type=Path, help="this script's JSON from a native run")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="ONNX Runtime threads (1: spinning threads crawl under emulation)")
     args = parser.parse_args()
 
     # a plain listing: hashing every file (the dataset scan) is slow under emulation
@@ -68,8 +70,9 @@ def main() -> int:
     rows, probs = [], {}
     for model in args.models:
         started = time.perf_counter()
-        probs[model.name] = classify(model, pixels)
+        probs[model.name] = classify(model, pixels, args.threads)
         rows.append({"model": model.name, "seconds": round(time.perf_counter() - started, 1)})
+        print(f"{model.name}: {rows[-1]['seconds']} s", file=sys.stderr, flush=True)
     reference = probs[args.models[0].name]
     native = json.loads(args.native.read_text()) if args.native else None
     failed = False
