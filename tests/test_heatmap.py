@@ -91,3 +91,73 @@ def test_the_classifier_gives_the_map_and_none_without_it(cnn, tiny_model_path):
     assert Classifier(tiny_model_path, provider="cpu").predict(
         patch_image(8, 20)).heatmap is None
     assert HEATMAP in [o["name"] for o in read_contract(cnn).to_dict()["outputs"]]
+
+
+@pytest.mark.parametrize("method", ["static", "fp16"])
+def test_quantized_children_keep_the_map(cnn, method, tmp_path):
+    import cv2
+
+    from leukedge.export import QuantizeOptions, quantize_model
+
+    pixels = np.stack([patch_image(8, 20), patch_image(20, 4, (0, 0, 255)),
+                       patch_image(2, 2, (0, 255, 0))])
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i, image in enumerate(pixels):
+        cv2.imwrite(str(calib / f"{i}.png"), image[:, :, ::-1])
+    out = tmp_path / f"cnn-{method}.onnx"
+    quantize_model(cnn, out, QuantizeOptions(method, tuple(sorted(calib.iterdir()))))
+    assert HEATMAP in read_contract(out).outputs
+    child = onnx.load(str(out))
+    assert not any(n.name.startswith("heatmap/") and "QuantizeLinear" in n.op_type
+                   for n in child.graph.node)
+    heatmap = _run(child, pixels)[1]
+    assert heatmap.shape == (3, 8, 8)
+    np.testing.assert_allclose(heatmap, _run(cnn, pixels)[1], atol=0.05)
+
+
+def test_an_ensemble_carries_its_cnn_members_map(cnn, tmp_path):
+    from leukedge.modelkit.graph.ensemble import compose_ensemble
+
+    other = compose_model(tiny_cnn_network(pool="max"), SPEC)  # no feature map to explain
+    joined = compose_ensemble([other, onnx.load(str(cnn))], [0.3, 0.7])
+    assert [o.name for o in joined.graph.output][-1] == HEATMAP
+    pixels = np.stack([patch_image(8, 20), patch_image(20, 4, (0, 0, 255))])
+    probs, heatmap = _run(joined, pixels)
+    np.testing.assert_allclose(heatmap, _run(cnn, pixels)[1], atol=1e-6)
+    neither = compose_ensemble([other, other], [0.5, 0.5])
+    assert not has_heatmap(neither)
+
+
+def test_an_ensembles_map_is_of_the_class_the_ensemble_predicts(cnn):
+    """The CNN says red (class 2); a heavier member says otherwise: the map explains the
+    ensemble's answer, the CNN's evidence for that class."""
+    from leukedge.modelkit.graph.ensemble import compose_ensemble
+
+    other = compose_model(tiny_cnn_network(pool="max", prefer=0), SPEC)  # always grey
+    joined = compose_ensemble([onnx.load(str(cnn)), other], [0.4, 0.6])
+    pixels = np.stack([patch_image(8, 20)])
+    probs, heatmap = _run(joined, pixels)
+    cnn_probs, cnn_map = _run(cnn, pixels)
+    assert probs.argmax() != cnn_probs.argmax()
+    assert not np.allclose(heatmap, cnn_map, atol=1e-3)
+    assert heatmap.shape == cnn_map.shape and 0 <= heatmap.min() and heatmap.max() <= 1
+
+
+def test_the_script_adds_the_map_to_an_older_file_and_keeps_every_output(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "add_heatmap.py"
+    spec = importlib.util.spec_from_file_location("add_heatmap_script", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old = make_tiny_cnn(tmp_path / "old.onnx", heatmap=False)
+    out = tmp_path / "new.onnx"
+    assert module.main([str(old), str(out)]) == 0
+    assert read_contract(out).outputs[-1] == HEATMAP
+    assert read_contract(out).provenance["heatmap_added"]["from_sha256"]
+    pixels = np.stack([patch_image(8, 20)])
+    np.testing.assert_allclose(_run(out, pixels)[1], reference_heatmap(pixels), atol=1e-4)
+    assert module.main([str(old), str(out)]) == 2  # exists: not overwritten
+    assert module.main([str(out), str(tmp_path / "again.onnx")]) == 2  # has one already

@@ -165,12 +165,13 @@ class _Builder:
     # -- building ---------------------------------------------------------------------------------
     def build(self) -> tuple[list, list]:
         features, logits = f"{self.prefix}net/features", f"{self.prefix}net/logits"
-        feature_map, channel_axis, first_part = self.pooled_map(features)
+        feature_map, channel_axis, pooled, chain = self.pooled_map(features)
         predicted = self.op("ArgMax", [PROBS], axis=1, keepdims=0)
         depth = self.op("Shape", [PROBS], start=1, end=2)
         seed = self.op("OneHot", [predicted, depth, self.const([0.0, 1.0], np.float32)],
                        axis=-1)
-        alpha = self.backward(logits, features, seed)
+        alpha, reached = self.backward(logits, pooled, set(chain), seed)
+        first_part = chain[reached]
         if first_part is not None:  # a hybrid: the image's features come first
             width = self.op("Shape", [first_part], start=1, end=2)
             alpha = self.op("Slice", [alpha, self.const([0]), width, self.const([1])])
@@ -181,11 +182,13 @@ class _Builder:
         self.normalise(cam)
         return self.nodes, self.inits
 
-    def pooled_map(self, features: str) -> tuple[str, int, Optional[str]]:
-        """(feature map, its channel axis, the Concat's first input or None) behind the
-        head's input."""
-        tensor, first_part, squeezed = features, None, False
+    def pooled_map(self, features: str) -> tuple[str, int, str, dict]:
+        """(feature map, its channel axis, the pooled tensor, chain): the chain maps each tensor
+        between the pool and ``features`` to the Concat's first input when it lies after a
+        Concat (a hybrid's features), else None."""
+        tensor, first_part, squeezed, chain = features, None, False, {}
         while True:
+            chain[tensor] = None
             node = self.node_of(tensor)
             if node.op_type in PASS_THROUGH:
                 tensor = node.input[0]
@@ -193,13 +196,15 @@ class _Builder:
                 axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
                 if axis not in (1, -1):
                     raise HeatmapError(f"features are concatenated on axis {axis}, not 1")
-                tensor = first_part = node.input[0]
+                first_part = node.input[0]
+                chain = dict.fromkeys(chain, first_part)
+                tensor = first_part
             elif node.op_type in ("Flatten", "Squeeze", "Reshape") and not squeezed:
                 tensor, squeezed = node.input[0], True  # [N, C, 1, 1] -> [N, C]
             elif node.op_type == "GlobalAveragePool":
-                return node.input[0], 1, first_part
+                return node.input[0], 1, tensor, chain
             elif node.op_type == "ReduceMean":
-                return node.input[0], self.mean_channel_axis(node, squeezed), first_part
+                return node.input[0], self.mean_channel_axis(node, squeezed), tensor, chain
             else:
                 raise HeatmapError(f"the head's input comes from a {node.op_type} node "
                                    f"({node.name}), not from a global average pool of a "
@@ -216,11 +221,13 @@ class _Builder:
                                "the two spatial axes of a 4-D feature map")
         return 3 if spatial == [1, 2] else 1
 
-    def backward(self, logits: str, features: str, grad: str) -> str:
-        """d (seed . logits) / d features, through the head's nodes, as new nodes."""
-        reach = self.reachable_from(features)
+    def backward(self, logits: str, pooled: str, stops: set[str], grad: str
+                 ) -> tuple[str, str]:
+        """(d (seed . logits) / d t, t): through the head's nodes, as new nodes, back to the
+        first tensor t of ``stops`` (the pooled features, or a cast or concatenation of them)."""
+        reach = self.reachable_from(pooled)
         tensor = logits
-        while tensor != features:
+        while tensor not in stops:
             node = self.node_of(tensor)
             on_path = [k for k, i in enumerate(node.input) if i in reach]
             if len(on_path) != 1:
@@ -229,7 +236,7 @@ class _Builder:
             k = on_path[0]
             grad = self.step(node, k, grad)
             tensor = node.input[k]
-        return grad
+        return grad, tensor
 
     def step(self, node: Any, k: int, grad: str) -> str:
         """The gradient with respect to input ``k`` of ``node`` from that of its output."""
