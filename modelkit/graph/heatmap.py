@@ -56,8 +56,9 @@ def network_prefixes(model: Any) -> list[str]:
     return [found[k] for k in sorted(found)]
 
 
-def add_heatmap(model: Any) -> Any:
-    """A copy of a one-file model or ensemble with the ``heatmap`` output (checked).
+def add_heatmap(model: Any, prefixes: Optional[list[str]] = None) -> Any:
+    """A copy of a one-file model or ensemble with the ``heatmap`` output (checked): the map of
+    the first network (of ``prefixes``, default all) that has a pooled feature map.
 
     Raises:
         HeatmapError: no network in it has a pooled feature map and a head of supported ops;
@@ -68,7 +69,7 @@ def add_heatmap(model: Any) -> Any:
     if has_heatmap(model):
         return model
     reasons = []
-    for prefix in network_prefixes(model):
+    for prefix in network_prefixes(model) if prefixes is None else prefixes:
         try:
             nodes, inits = _Builder(model, prefix).build()
         except HeatmapError as e:
