@@ -6,6 +6,9 @@ decoder involved) to the model file and compares its outputs with the recorded o
 
     python bench/make_testvectors.py            # -> runtime/assets/testvectors/
 
+Every output of the contract but the stain mask is recorded, the ``heatmap`` included for a model
+that has it (a vendor's port can check the map it draws, not just the label).
+
 Images: three bundled samples at their own 224 x 224, one enlarged to 300 x 400 (the model
 shrinks it), one shrunk to 160 x 160 (the model enlarges it), and a blank grey frame.
 """

@@ -53,12 +53,14 @@ def _members(paths: Sequence[Path]) -> list[ModelContract]:
 
 
 def ensemble_contract(paths: Sequence[Path], contracts: Sequence[ModelContract],
-                      weights: Sequence[float], calibration: Optional[CvCalibration]
-                      ) -> ModelContract:
+                      weights: Sequence[float], calibration: Optional[CvCalibration],
+                      heatmap: bool = False) -> ModelContract:
     """The ensemble's contract: the first member's preprocessing description, outputs and input
-    checks; the members, their weights (summing to 1) and hashes; the cross-validated metrics
-    if given."""
+    checks (``heatmap``: the joined graph has that output, from its CNN member); the members,
+    their weights (summing to 1) and hashes; the cross-validated metrics if given."""
     first = contracts[0]
+    outputs = tuple(o for o in first.outputs if o != "heatmap") + (("heatmap",) if heatmap
+                                                                    else ())
     precision = next(p for p in _PRECISION_ORDER if any(c.precision == p for c in contracts))
     members = [{"file": Path(p).name, "sha256": sha256_file(p), "backbone": c.backbone,
                 "precision": c.precision, "weight": round(float(w), 6),
@@ -81,7 +83,7 @@ def ensemble_contract(paths: Sequence[Path], contracts: Sequence[ModelContract],
         quantization = {**first.quantization, "scope": "member 0 "
                         f"({first.backbone}); the other members as their own files"}
     return first.with_updates(
-        precision=precision, backbone=ENSEMBLE_BACKBONE,
+        precision=precision, backbone=ENSEMBLE_BACKBONE, outputs=outputs,
         model_info={"members": members, "input_size": list(first.preprocessing.input_size),
                     "parameters": sum(int(c.model_info.get("parameters") or 0)
                                       for c in contracts)},
@@ -123,6 +125,7 @@ def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.
     import onnx
 
     from leukedge.modelkit.graph.ensemble import compose_ensemble
+    from leukedge.modelkit.graph.heatmap import has_heatmap
 
     paths = [Path(p) for p in member_paths]
     out = Path(out_path)
@@ -138,7 +141,7 @@ def make_ensemble(member_paths: Sequence[str | os.PathLike], out_path: str | os.
         joined = compose_ensemble([onnx.load(str(p)) for p in paths], weights)
     except (ValueError, onnx.checker.ValidationError) as e:
         raise ExportError(f"the members cannot be joined: {e}") from e
-    contract = ensemble_contract(paths, contracts, weights, calibration)
+    contract = ensemble_contract(paths, contracts, weights, calibration, has_heatmap(joined))
     embed_contract(joined, contract)
     data = joined.SerializeToString()
     parity = None

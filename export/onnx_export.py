@@ -7,7 +7,8 @@
    network's features and the contrast / stain-coverage minimums.
 3. The preprocessing graph, the network and the postprocessing graph joined into one model
    (:func:`leukedge.modelkit.graph.compose.compose_model`): uint8 RGB of any size in, calibrated
-   probabilities and input measures out.
+   probabilities and input measures out, and for a CNN the ``heatmap``
+   (:mod:`leukedge.modelkit.graph.heatmap`).
 4. Parity: ONNX Runtime on the raw pixels of real images against the source model (Keras, or
    the classical network) on the preprocessing graph's output, softmax with the same
    temperature (max |dp| <= 1e-4, same top-1).
@@ -26,6 +27,7 @@ import numpy as np
 
 from leukedge.modelkit.confidence import softmax
 from leukedge.modelkit.graph.compose import compose_model, output_names
+from leukedge.modelkit.graph.heatmap import HeatmapError
 from leukedge.modelkit.graph.postprocess import ood_metadata
 from leukedge.modelkit.graph.runner import PreprocessRunner, network_logits
 from leukedge.modelkit.run_record import RunRecord
@@ -69,8 +71,10 @@ def _exporter_versions() -> dict:
 
 def contract_from_record(record: RunRecord, n_parameters: int, checks: Optional[InputChecksFit],
                          review_below: Optional[float] = None,
-                         extra_provenance: Optional[dict] = None) -> ModelContract:
-    """The FP32 contract of an exported model, from its run record and the export's checks."""
+                         extra_provenance: Optional[dict] = None,
+                         heatmap: bool = False) -> ModelContract:
+    """The FP32 contract of an exported model, from its run record and the export's checks
+    (``heatmap``: the model has that output)."""
     provenance = {"data_manifest_sha256": record.data_manifest_sha256,
                   "split_manifest_sha256": record.split_manifest_sha256, "seed": record.seed,
                   "run_id": record.run_id, "exporter": _exporter_versions(),
@@ -84,7 +88,8 @@ def contract_from_record(record: RunRecord, n_parameters: int, checks: Optional[
         provenance["input_checks_fit"] = {**checks.summary, "ood": ood_metadata(checks.ood)}
     return ModelContract(
         classes=record.classes, preprocessing=record.preprocessing,
-        outputs=output_names(checks is not None and checks.ood is not None), precision="fp32",
+        outputs=output_names(checks is not None and checks.ood is not None, heatmap),
+        precision="fp32",
         backbone=record.backbone,
         model_info={"parameters": n_parameters, "input_size": list(record.preprocessing.input_size),
                     "seg_features": record.model.get("seg_features"), "opset": OPSET,
@@ -158,7 +163,7 @@ def export_keras(model: Any, out_path: str | Path, record: RunRecord, *,
                         record.calibration.temperature)
     result = _finish_export(net, n_params, reference, out_path, record, parity_images,
                             parity_source, train_images, review_below, tolerance,
-                            extra_provenance, started)
+                            extra_provenance, started, heatmap=True)
     return replace(result, estimated_memory_bytes=needed)
 
 
@@ -191,17 +196,24 @@ def export_classical(network: Any, out_path: str | Path, record: RunRecord, *,
 
 def _finish_export(net: Any, n_params: int, reference: np.ndarray, out_path: str | Path,
                    record: RunRecord, parity_images, parity_source: str, train_images,
-                   review_below, tolerance: float, extra_provenance, started: float
-                   ) -> ExportResult:
-    """Input checks, composition, contract, parity, atomic write: the common end of export."""
+                   review_below, tolerance: float, extra_provenance, started: float,
+                   heatmap: bool = False) -> ExportResult:
+    """Input checks, composition, contract, parity, atomic write: the common end of export.
+
+    ``heatmap``: a CNN's model gets the ``heatmap`` output (the SVM and XGBoost networks have
+    no feature map; see :mod:`leukedge.modelkit.graph.heatmap`)."""
     runner = PreprocessRunner(record.preprocessing)
     checks = None
     if len(train_images):
         net_session, _ = create_session(net.SerializeToString(), provider="cpu")
         checks = fit_input_checks(runner, net_session, train_images)
-    composed = compose_model(net, record.preprocessing, record.calibration.temperature,
-                             checks.ood if checks else None)
-    contract = contract_from_record(record, n_params, checks, review_below, extra_provenance)
+    try:
+        composed = compose_model(net, record.preprocessing, record.calibration.temperature,
+                                 checks.ood if checks else None, heatmap=heatmap)
+    except HeatmapError as e:
+        raise ExportError(f"the model cannot carry its heatmap output: {e}") from e
+    contract = contract_from_record(record, n_params, checks, review_below, extra_provenance,
+                                    heatmap)
     parity = check_parity(reference, embed_contract(composed, contract).SerializeToString(),
                           parity_images, parity_source, tolerance)
     contract = contract.with_updates(provenance={**contract.provenance, "parity": parity.to_dict()})

@@ -1,7 +1,8 @@
 """The three ways to make a child model, each on top of onnxruntime / onnxconverter-common.
 
 Every backend touches the network only: the preprocessing and postprocessing nodes (named
-``pre/``, ``join/``, ``post/``) are excluded from quantization and kept in float32 by FP16.
+``pre/``, ``join/``, ``post/``) are excluded from quantization and kept in float32 by FP16; the
+``heatmap/`` nodes are rebuilt on the child (:func:`run_backend`).
 Kept apart from :mod:`.quantize` (options, contract, gate) so each backend stays a short function.
 """
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from leukedge.modelkit.graph.compose import extract_network, other_node_names, replace_network
+from leukedge.modelkit.graph.heatmap import HeatmapError, add_heatmap, has_heatmap, remove_heatmap
 
 from .errors import QuantizationError
 
@@ -113,7 +115,28 @@ def check_node_names(proto: Any, names, where: str) -> None:
 
 
 def run_backend(model_path: Path, parent_proto: Any, work: Path, options, reader) -> BackendResult:
-    """Make the child model for ``options.method`` in ``work``; returns its proto."""
+    """Make the child model for ``options.method`` in ``work``; returns its proto.
+
+    A parent's ``heatmap`` is taken out before quantizing (its nodes read the network's
+    weights and activations and stay float) and built again on the child's graph, so the
+    quantizer and its calibration never see it.
+    """
+    import onnx
+
+    if not has_heatmap(parent_proto):
+        return _make_child(model_path, parent_proto, work, options, reader)
+    parent_proto = remove_heatmap(parent_proto)
+    model_path = work / "parent-without-heatmap.onnx"
+    onnx.save(parent_proto, str(model_path))
+    result = _make_child(model_path, parent_proto, work, options, reader)
+    try:
+        result.proto = add_heatmap(result.proto)
+    except (HeatmapError, onnx.checker.ValidationError) as e:
+        raise QuantizationError(f"the {options.method} model cannot carry the heatmap: {e}") from e
+    return result
+
+
+def _make_child(model_path: Path, parent_proto: Any, work: Path, options, reader) -> BackendResult:
     import onnx
 
     notes: list[str] = []

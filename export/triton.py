@@ -37,6 +37,8 @@ def _output_block(name: str, classes: int, mask_size: tuple[int, int]) -> str:
     if name == "stain_mask":
         h, w = mask_size
         return f'  {{\n    name: "stain_mask"\n    data_type: TYPE_UINT8\n    dims: [ {h}, {w} ]\n  }}'
+    if name == "heatmap":  # the network's last feature resolution
+        return '  {\n    name: "heatmap"\n    data_type: TYPE_FP32\n    dims: [ -1, -1 ]\n  }'
     return (f'  {{\n    name: "{name}"\n    data_type: {_TYPES[name]}\n    dims: [ 1 ]\n'
             f'    reshape: {{ shape: [ ] }}\n  }}')
 

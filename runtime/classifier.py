@@ -21,8 +21,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from .batching import model_runs
-from .contract import (INPUT_NAME, OUTPUT_NAME, ContractError, ModelContract,
-                       contract_from_metadata, leukedge_version)
+from .contract import (INPUT_NAME, OPTIONAL_OUTPUTS, OUTPUT_NAME, ContractError,
+                       ModelContract, contract_from_metadata, leukedge_version)
 from .cpu import has_int8_vnni
 from .decode import ImageSource, load_image
 from .files import sha256_file
@@ -52,6 +52,10 @@ class Prediction:
             ("low_confidence", "blank", "no_stain", "unlike_training") and a ``message``.
         input_checks: what the model's input checks measured (contrast, stain coverage,
             ood score...).
+        heatmap: where the model saw the predicted class, float [h, w] in [0, 1] at the
+            network's last feature resolution (7 x 7 for a 224 px EfficientNet-Lite0), for
+            overlays; None when the model has no ``heatmap`` output (older files, SVM and
+            XGBoost models). Not part of :meth:`to_dict`.
 
     Example:
         >>> p = clf.predict("smear.jpg")
@@ -65,6 +69,7 @@ class Prediction:
     needs_review: bool
     review_reasons: tuple[ReviewReason, ...] = ()
     input_checks: dict[str, float] = field(default_factory=dict, hash=False)
+    heatmap: Optional[np.ndarray] = field(default=None, hash=False, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -164,8 +169,8 @@ class Classifier:
     def run(self, pixels: np.ndarray, outputs: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
         """The model's raw outputs for a uint8 batch [N, H, W, 3] (one size).
 
-        ``outputs`` defaults to the probabilities and the input measures; add ``"stain_mask"``
-        for the mask (overlays).
+        ``outputs`` defaults to the probabilities, the input measures and the heatmap (when
+        the model has one); add ``"stain_mask"`` for the mask (overlays).
         """
         batch = np.asarray(pixels)
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
@@ -179,8 +184,12 @@ class Classifier:
 
     @property
     def default_outputs(self) -> list[str]:
-        """The outputs a prediction needs: probabilities and the input measures."""
+        """The outputs a prediction needs: probabilities, the input measures and the heatmap."""
         return [o for o in self.contract.outputs if o != "stain_mask"]
+
+    @property
+    def has_heatmap(self) -> bool:
+        return "heatmap" in self.contract.outputs
 
     def prediction_from_outputs(self, row: dict[str, np.ndarray]) -> Prediction:
         """The prediction of one image from its row of model outputs (see :meth:`run`)."""
@@ -188,7 +197,9 @@ class Classifier:
         k = int(np.argmax(probs))
         confidence = round(float(probs[k]), DECIMALS)
         probabilities = {name: round(float(p), DECIMALS) for name, p in zip(self.classes, probs)}
-        measured = {k_: float(v) for k_, v in row.items() if k_ != OUTPUT_NAME}
+        measured = {k_: float(v) for k_, v in row.items()
+                    if k_ != OUTPUT_NAME and k_ not in OPTIONAL_OUTPUTS}
+        heatmap = row.get("heatmap")
         reasons = self.contract.input_checks.reasons(measured.get("contrast", 1.0),
                                                      measured.get("stain_coverage", 1.0),
                                                      measured.get("ood_score"))
@@ -196,7 +207,8 @@ class Classifier:
         if not confidence >= self.review_below:
             reasons.insert(0, low_confidence(confidence, self.review_below))
         return Prediction(self.classes[k], confidence, probabilities, bool(reasons),
-                          tuple(reasons), measured)
+                          tuple(reasons), measured,
+                          None if heatmap is None else np.asarray(heatmap, np.float32))
 
     def __repr__(self) -> str:
         return (f"Classifier(model={str(self.model_path)!r}, provider={self.session_info.provider!r}, "

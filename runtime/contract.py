@@ -8,6 +8,10 @@ order, the outputs, the calibration (softmax temperature, already applied in the
 review threshold, the input checks' limits, precision, backbone, provenance and metrics. The
 runtime configures itself from it; a vendor can read it from any language with any ONNX reader.
 
+The ``heatmap`` output is optional: a contract lists it only when the
+graph has it, so files written before it keep their schema and keep working; a reader asks for
+it only when the contract lists it (docs/heatmap.md).
+
 A schema-1 contract (leukedge 0.1: preprocessed float inputs) is still *read* by
 :func:`contract_document` so ``leukedge info`` can show it, but :func:`read_contract` refuses it
 with a message saying how to get a current model.
@@ -44,7 +48,11 @@ OUTPUT_MEANINGS = {
     "stain_coverage": "share of pixels of a stain colour (hue 0.5-0.85, saturation >= 0.15) [N]",
     "contrast": "standard deviation of the grey level on [0, 1] [N]",
     "stain_mask": "the reference HSV mask at the model's input size, uint8 [N, h, w]",
+    "heatmap": "where the network saw the predicted class: its class-activation map "
+               "(Grad-CAM) at the last feature resolution, min-max scaled to [0, 1] per image, "
+               "float [N, h, w]; CNN models only (optional: older files lack it)",
 }
+OPTIONAL_OUTPUTS = ("stain_mask", "heatmap")  # maps for display, not measures of the image
 
 
 class ContractError(LeukedgeError, ValueError):

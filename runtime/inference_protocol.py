@@ -49,7 +49,7 @@ def server_metadata() -> dict:
 def model_metadata(classifier) -> dict:
     """Inputs and outputs in the protocol's terms (-1: any size)."""
     k = len(classifier.classes)
-    shapes = {"probs": [-1, k], "stain_mask": [-1, -1, -1]}
+    shapes = {"probs": [-1, k], "stain_mask": [-1, -1, -1], "heatmap": [-1, -1, -1]}
     return {"name": served_name(classifier), "versions": ["1"], "platform": "onnxruntime_onnx",
             "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, -1, -1, 3]}],
             "outputs": [{"name": o, "datatype": "UINT8" if o == "stain_mask" else "FP32",

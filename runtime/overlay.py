@@ -1,7 +1,12 @@
-"""Overlay images for a human check: the stain mask outline and the prediction drawn on the smear.
+"""Overlay images for a human check: where the model looked, the stain mask outline and the
+prediction drawn on the smear.
 
-The mask is the model's own (its ``stain_mask`` output, at the model's input size), so the
-outline shows exactly what the model computed. The overlay is drawn at display size: the image
+The heatmap (``Prediction.heatmap``, the model's ``heatmap`` output: the predicted class's
+activation map at the network's last feature resolution) is scaled to the image (bilinear),
+coloured (OpenCV's JET: blue = little evidence, red = most) and blended in at
+:data:`HEATMAP_ALPHA`; a model without that output gives the plain image. The mask is the
+model's own (its ``stain_mask`` output, at the model's input size), so the outline shows
+exactly what the model computed. The overlay is drawn at display size: the image
 is shrunk to at most :data:`DISPLAY_MAX` pixels on its longer side first (a 50-megapixel frame
 would otherwise need gigabytes), the mask scaled to it, and the PNG written atomically.
 """
@@ -23,6 +28,7 @@ TEXT_BGR = (255, 255, 255)
 REVIEW_BGR = (0, 0, 255)
 OVERLAY_SUFFIX = ".overlay.png"
 DISPLAY_MAX = 1024
+HEATMAP_ALPHA = 0.4  # the map's share of each pixel: the cells stay visible beneath
 MAX_STEM = 150  # file systems allow 255 bytes per name
 
 
@@ -88,17 +94,34 @@ def _draw_caption(canvas: np.ndarray, prediction: Prediction) -> None:
             y += th + base + 2 * pad
 
 
+def blend_heatmap(canvas_bgr: np.ndarray, heatmap: np.ndarray,
+                  alpha: float = HEATMAP_ALPHA) -> np.ndarray:
+    """The BGR image with the [0, 1] ``heatmap`` (any size) scaled to it, coloured and
+    blended in."""
+    h, w = canvas_bgr.shape[:2]
+    heat = np.nan_to_num(np.asarray(heatmap, np.float32), nan=0.0)
+    if heat.ndim != 2 or heat.size == 0:
+        raise ValueError(f"heatmap must be a 2-D map, got shape {list(heat.shape)}")
+    scaled = cv2.resize(np.clip(heat, 0.0, 1.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    colour = cv2.applyColorMap(np.round(scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return cv2.addWeighted(canvas_bgr, 1.0 - alpha, colour, alpha, 0.0)
+
+
 def render_overlay(rgb_uint8: np.ndarray, mask: np.ndarray, prediction: Prediction) -> np.ndarray:
-    """A BGR uint8 copy of the image with the mask outline and the prediction caption.
+    """A BGR uint8 copy of the image with the heatmap blended in (when the prediction has
+    one), the mask outline and the prediction caption.
 
     Args:
         rgb_uint8: the original image, RGB uint8 HxWx3.
         mask: boolean HxW mask at the same resolution.
-        prediction: what to write in the caption (:func:`caption_lines`).
+        prediction: its ``heatmap`` (or None) and what to write in the caption
+            (:func:`caption_lines`).
     """
     if mask.shape != rgb_uint8.shape[:2]:
         raise ValueError(f"mask shape {mask.shape} does not match the image {rgb_uint8.shape[:2]}")
     canvas = cv2.cvtColor(np.ascontiguousarray(rgb_uint8), cv2.COLOR_RGB2BGR)
+    if prediction.heatmap is not None:
+        canvas = blend_heatmap(canvas, prediction.heatmap)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     thickness = max(1, round(min(canvas.shape[:2]) / 300))
     cv2.drawContours(canvas, contours, -1, OUTLINE_BGR, thickness, cv2.LINE_8)  # crisp, exact colour

@@ -1,7 +1,7 @@
 """examples/node: `npm install` is all the set-up, and `node classify.mjs` gives leukedge infer's
 labels and probabilities (within 1e-3) on the bundled samples, with the same review flags, for
 every bundled file (the default's tree member included: jpeg-js and OpenCV decode a few pixels
-one level apart)."""
+one level apart), and the heatmap of a model that has one."""
 
 from __future__ import annotations
 
@@ -85,3 +85,22 @@ def test_node_picks_the_default_file_as_the_python_runtime_does(installed, tmp_p
                                                  "leukedge-default-fp32.onnx",
                                                  "leukedge-default-fp32.onnx"]
     assert picks[3:] == [False, None]
+
+
+def test_node_gives_the_heatmap_of_a_model_that_has_one(installed, tmp_path):
+    import cv2
+    import numpy as np
+
+    from cnn_builders import make_tiny_cnn, patch_image
+    from leukedge.runtime.classifier import Classifier
+
+    model = make_tiny_cnn(tmp_path / "cnn.onnx")
+    image = tmp_path / "patch.png"
+    cv2.imwrite(str(image), patch_image(8, 20)[:, :, ::-1])
+    node = _node(installed, "--model", str(model), str(image))
+    assert node.returncode == 0, node.stderr
+    row = json.loads(node.stdout)
+    want = Classifier(model, provider="cpu").predict(image).heatmap
+    assert (row["heatmap"]["height"], row["heatmap"]["width"]) == want.shape
+    got = np.array(row["heatmap"]["values"]).reshape(want.shape)
+    np.testing.assert_allclose(got, want, atol=1e-3)

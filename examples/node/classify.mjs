@@ -8,8 +8,10 @@
 // size) and does the rest itself: resize, normalisation, stain mask, calibrated softmax and the
 // input checks. Its contract (class names, review threshold, check limits) is JSON in the file's
 // metadata under "leukedge.contract"; this script reads it with a few lines of protobuf decoding.
-// One JSON line per image: path, label, confidence, probabilities, needs_review, review_reasons
-// (and error, for a file that cannot be used).
+// One JSON line per image: path, label, confidence, probabilities, needs_review, review_reasons,
+// and, when the model has that output, heatmap: {height, width, values} (row-major, [0, 1]:
+// where the network saw the predicted class, at its last feature resolution; scale it to the
+// image to draw it); error for a file that cannot be used.
 
 import fs from "node:fs";
 import path from "node:path";
@@ -177,6 +179,7 @@ export async function classify(modelPath, files) {
   const contract = readContract(fs.readFileSync(modelPath));
   const session = await ort.InferenceSession.create(modelPath);
   const wanted = contract.outputs.map((o) => o.name).filter((n) => n !== "stain_mask");
+  const maps = new Set(["heatmap"]); // [1, h, w] maps, not one number per image
   const rows = [];
   for (const file of files) {
     let img;
@@ -190,17 +193,23 @@ export async function classify(modelPath, files) {
     const result = await session.run({ image: pixels }, wanted);
     const probs = Array.from(result.probs.data, (p) => Math.round(p * DECIMALS) / DECIMALS);
     const best = probs.indexOf(Math.max(...probs));
-    const scalar = Object.fromEntries(wanted.filter((n) => n !== "probs")
+    const scalar = Object.fromEntries(wanted.filter((n) => n !== "probs" && !maps.has(n))
       .map((n) => [n, result[n].data[0]]));
     const reasons = reviewReasons(contract, probs[best], scalar);
-    rows.push({
+    const row = {
       path: file,
       label: contract.classes[best],
       confidence: probs[best],
       probabilities: Object.fromEntries(contract.classes.map((c, i) => [c, probs[i]])),
       needs_review: reasons.length > 0,
       review_reasons: reasons,
-    });
+    };
+    if (result.heatmap) {
+      const [, height, width] = result.heatmap.dims;
+      row.heatmap = { height, width,
+        values: Array.from(result.heatmap.data, (v) => Math.round(v * DECIMALS) / DECIMALS) };
+    }
+    rows.push(row);
   }
   return rows;
 }

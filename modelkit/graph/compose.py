@@ -6,8 +6,9 @@ Quantization uses the prefix to quantize the network only (:func:`network_node_n
 preprocessing and the calibrated softmax stay in float.
 
 The resulting model has one input, ``image`` (uint8 [N, H, W, 3] RGB, dynamic N, H, W), and the
-outputs ``probs``, ``stain_fraction``, ``stain_coverage``, ``contrast``, ``stain_mask`` and (when
-the out-of-distribution statistics were given) ``ood_score``.
+outputs ``probs``, ``stain_fraction``, ``stain_coverage``, ``contrast``, ``stain_mask``, (when
+the out-of-distribution statistics were given) ``ood_score`` and (when asked, for a CNN) the
+``heatmap`` of :mod:`.heatmap`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Optional
 
 from leukedge.runtime.preprocessing import PreprocessSpec
 
+from .heatmap import HEATMAP, add_heatmap
 from .postprocess import OOD_SCORE, PROBS, OodStats, postprocess_nodes
 from .preprocess import (NET_IMAGE, NET_MASKED, OPSET, QUALITY_OUTPUTS, STAIN_MASK,
                          input_value_info, preprocess_nodes)
@@ -41,7 +43,7 @@ def _check_network(net: Any) -> None:
 
 
 def compose_model(net: Any, spec: PreprocessSpec, temperature: float = 1.0,
-                  ood: Optional[OodStats] = None) -> Any:
+                  ood: Optional[OodStats] = None, heatmap: bool = False) -> Any:
     """The one-file model: preprocessing + ``net`` + postprocessing, checked by onnx.checker.
 
     Args:
@@ -51,6 +53,8 @@ def compose_model(net: Any, spec: PreprocessSpec, temperature: float = 1.0,
         spec: the preprocessing the network was trained behind.
         temperature: softmax temperature for ``probs``.
         ood: out-of-distribution statistics of the features; None: no ``ood_score`` output.
+        heatmap: add the ``heatmap`` output (:func:`.heatmap.add_heatmap`; a network without
+            a pooled feature map raises :class:`.heatmap.HeatmapError`).
     """
     import onnx
     from onnx import compose, helper
@@ -80,7 +84,7 @@ def compose_model(net: Any, spec: PreprocessSpec, temperature: float = 1.0,
                               producer_name="leukedge")
     model.ir_version = net.ir_version
     onnx.checker.check_model(model)
-    return model
+    return add_heatmap(model) if heatmap else model
 
 
 def network_node_names(model: Any) -> list[str]:
@@ -93,9 +97,9 @@ def other_node_names(model: Any) -> list[str]:
     return [n.name for n in model.graph.node if not n.name.startswith(NET_PREFIX)]
 
 
-def output_names(with_ood: bool) -> tuple[str, ...]:
-    return ((PROBS, OOD_SCORE) if with_ood else (PROBS,)) + QUALITY_OUTPUTS + (STAIN_MASK,)
-
+def output_names(with_ood: bool, with_heatmap: bool = False) -> tuple[str, ...]:
+    return (((PROBS, OOD_SCORE) if with_ood else (PROBS,)) + QUALITY_OUTPUTS + (STAIN_MASK,)
+            + ((HEATMAP,) if with_heatmap else ()))
 
 
 def network_boundary(model: Any) -> tuple[list[str], list[str]]:

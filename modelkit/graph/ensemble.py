@@ -7,13 +7,16 @@ hand-made features) run side by side on the raw pixels. ``probs`` is ``sum_i w_i
 (weights summing to 1); every other output (the input checks, the stain mask) is the first
 member's, under its own name, so the result has exactly the outputs of the first member and
 is read like any one-file model. The other members' nodes that feed only their own checks are
-left out.
+left out. The ``heatmap`` (:mod:`.heatmap`) is built again on the joined graph from the first
+member that has one, for the class the ensemble predicts (which may differ from that member's
+own); an ensemble of members without one (SVM / XGBoost, older files) has none.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
+from .heatmap import HEATMAP, add_heatmap, has_heatmap
 from .postprocess import PROBS
 from .preprocess import INPUT
 
@@ -72,6 +75,8 @@ def compose_ensemble(members: Sequence[Any], weights: Sequence[float]) -> Any:
     first = members[0]
     outputs = []
     for out in first.graph.output:
+        if out.name == HEATMAP:
+            continue
         if out.name != PROBS:
             nodes.append(helper.make_node("Identity", [member_prefix(0) + out.name], [out.name],
                                           name=f"out/{out.name}"))
@@ -86,7 +91,8 @@ def compose_ensemble(members: Sequence[Any], weights: Sequence[float]) -> Any:
         opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
     model.ir_version = max(m.ir_version for m in members)
     onnx.checker.check_model(model)
-    return model
+    with_map = [member_prefix(i) for i, m in enumerate(members) if has_heatmap(m)]
+    return add_heatmap(model, with_map[:1]) if with_map else model
 
 
 def _needed(nodes: list, outputs: Sequence[str]) -> list:
