@@ -58,17 +58,18 @@ def models(
     if not rows:
         typer.echo("No bundled models in this installation.")
         return
-    typer.echo(f"{'NAME':<14} {'PRECISION':<9} {'SIZE':>7} {'INPUT':>7} {'BACKBONE':<19} "
-               f"{'ACCURACY':>8} {'COST':>6} {'REVIEW<':>7}")
+    typer.echo(f"{'NAME':<19} {'PREC':<4} {'SIZE':>7} {'INPUT':>5} {'BACKBONE':<18} "
+               f"{'ACCURACY':>8} {'COST':>5} {'REVIEW<':>7}")
     for r in rows:
         if "problem" in r:
-            typer.echo(f"{r['name']:<14} unusable: {r['problem']}")
+            typer.echo(f"{r['name']:<19} unusable: {r['problem']}")
             continue
         name = r["name"] + (" *" if r["default"] else "")
-        typer.echo(f"{name:<14} {r['precision']:<9} {r['size_bytes'] / 1e6:>6.1f}M "
-                   f"{r['input_size'][0]:>7} {r['backbone']:<19} "
-                   f"{_cell(r['accuracy'], '{:.2%}'):>8} {_cell(r['cost_per_sample'], '{:.3f}'):>6} "
+        typer.echo(f"{name:<19} {r['precision']:<4} {r['size_bytes'] / 1e6:>6.1f}M "
+                   f"{r['input_size'][0]:>5} {r['backbone']:<18} "
+                   f"{_cell(r['accuracy'], '{:.2%}'):>8} {_cell(r['cost_per_sample'], '{:.3f}'):>5} "
                    f"{r['review_below']:>7g}")
-    typer.echo("* what `default` means on this CPU (INT8 with VNNI, else FP32).\n"
+    typer.echo("* what `default` means on this CPU: INT8 with VNNI, INT8 with 7-bit weights\n"
+               "on other x86 CPUs, else FP32.\n"
                "Accuracy and cost per image from the contract; `leukedge info NAME` says\n"
                "where they were measured (docs/RESULTS.md).")
