@@ -53,8 +53,10 @@ def verify(audit: AuditArgument) -> None:
     with reported():
         check = verify_audit(audit)
     if not check.ok:
-        typer.echo(f"Error: {display_path(audit)}: {check.problem}. The {check.lines} lines "
-                   "before it are intact.", err=True)
+        intact = check.bad_line - 1
+        before = ("" if intact < 1 else " (line 1 is intact)" if intact == 1
+                  else f" (lines 1 to {intact} are intact)")
+        typer.echo(f"Error: {display_path(audit)}: {check.problem}{before}", err=True)
         raise typer.Exit(EXIT_FAILED)
     typer.echo(f"{display_path(audit)}: chain intact, {check.lines} decision"
                f"{'s' if check.lines != 1 else ''}; head sha256 {check.head_sha256}")
