@@ -33,7 +33,7 @@ def make_images(folder: Path, count: int, seed: int = 0) -> list[Path]:
     return paths
 
 
-def infer_results(model: Path, images: list[Path], out: Path, fmt: str = "json",
+def infer_results(model: "Path | str", images: list[Path], out: Path, fmt: str = "json",
                   overlay_dir: Optional[Path] = None) -> Path:
     """The results file `leukedge infer` writes for ``images`` (absolute paths)."""
     args = ["infer", *map(str, images), "--model", str(model), "--format", fmt, "--output",
