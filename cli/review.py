@@ -64,7 +64,7 @@ def verify(audit: AuditArgument) -> None:
 
 
 @app.command("export", help=EXPORT_HELP,
-             short_help="Copy decided images into OUT/<label>/ (for validate, adapt).")
+             short_help="Copy decided images into OUT/<label>/ (for validate).")
 def export(
     audit: AuditArgument,
     out: Annotated[Path, typer.Option(

@@ -1,5 +1,5 @@
-"""Reviewed images as a labelled folder: ``OUT/<label>/<image>``, what `leukedge validate` and
-`leukedge adapt` read.
+"""Reviewed images as a labelled folder: ``OUT/<label>/<image>``, the layout `leukedge validate`
+reads.
 
 :func:`export_decisions` reads an audit file whose chain is whole (runtime/review_audit.py),
 takes the last decision on each image (its path), and copies the image file the decision hashed

@@ -60,7 +60,8 @@ def add_review_routes(app: Any, station: ReviewStation, max_pixels: int) -> None
 
     @app.get("/v1/review/queue")
     async def queue():
-        return JSONResponse(await asyncio.to_thread(station.queue), headers=PRIVATE_HEADERS)
+        return Response(await asyncio.to_thread(station.queue_json),
+                        media_type="application/json", headers=PRIVATE_HEADERS)
 
     @app.get("/v1/review/image/{item_id}")
     async def image(item_id: str, view: str = "image"):

@@ -27,7 +27,7 @@ from typing import Any, Optional
 MAX_PROBLEMS = 20  # problems kept to show; the count goes on
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # one object per row read: hashed by identity
 class ReviewRow:
     """One image's result as the review station needs it."""
 
@@ -148,6 +148,11 @@ class ResultsFile:
     _lines: int = 0
     _header: Optional[list[str]] = None
     _seen: Optional[tuple] = None
+
+    @property
+    def version(self) -> Optional[tuple]:
+        """Changes whenever the rows may have: the file's identity, size and mtime as read."""
+        return self._seen
 
     def refresh(self) -> bool:
         """Read what was appended since the last call; True when the rows changed."""
