@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import (bench, compare, crossval, doctor, ensemble, ensemble_folds, evaluate_folds, export,
-               infer, info, models, quantize, serve, train, validate, watch)
+               infer, info, models, quantize, review, serve, train, validate, watch)
 
 app = typer.Typer(
     name="leukedge",
@@ -42,7 +42,7 @@ def _root(
 
 
 for _module in (infer, watch, serve, validate, doctor, info, models, train, crossval, evaluate_folds,
-                ensemble_folds, export, quantize, ensemble, compare, bench):
+                ensemble_folds, export, quantize, ensemble, compare, bench, review):
     _module.register(app)
 
 

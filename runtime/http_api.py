@@ -175,8 +175,12 @@ def prediction_row(name: str, prediction: Prediction, seconds: float, common: di
 def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
                batch_window_ms: float = 2.0, max_pixels: int = MAX_PIXELS, *,
                host: str = "127.0.0.1", port: Optional[int] = None,
-               allowed_hosts: Sequence[str] = (), pixel_budget: Optional[int] = None) -> Any:
+               allowed_hosts: Sequence[str] = (), pixel_budget: Optional[int] = None,
+               review: Optional[Any] = None) -> Any:
     """The ASGI app (FastAPI) serving ``classifier``.
+
+    ``review`` (a :class:`~leukedge.runtime.review_station.ReviewStation`) adds the review
+    page and its API (runtime/review_http.py).
 
     ``host``, ``port`` and ``allowed_hosts`` set which ``Host`` and ``Origin`` values are
     accepted (runtime/http_guard.py; ``port`` None: any port); ``pixel_budget`` (default
@@ -261,6 +265,10 @@ def create_app(classifier: Classifier, max_upload_bytes: int = DEFAULT_MAX_UPLOA
         return JSONResponse({"results": [body for _, body in answers]})
 
     add_v2_routes(app, classifier, budget, max_pixels)
+    if review is not None:
+        from .review_http import add_review_routes
+
+        add_review_routes(app, review, max_pixels)
     names = expected_host_names(host, allowed_hosts)
     return LocalOnly(UploadLimit(app, max_upload_bytes), names, port)
 

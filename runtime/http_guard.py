@@ -12,9 +12,13 @@ open on the lab PC:
   scripts) is accepted; browsers always send one.
 - **Origin**: a state-changing request (any method but GET, HEAD, OPTIONS) that carries an
   ``Origin`` other than this server's own (``http://<allowed name>:<port>``; ``null`` included),
-  or ``Sec-Fetch-Site: cross-site`` / ``same-site``, gets 403: a browser page cannot post images.
-  Lab software (curl, a LIMS, Python) sends no ``Origin`` and is not affected. No CORS headers
-  are ever sent.
+  or a ``Sec-Fetch-Site`` other than ``same-origin`` or ``none``, gets 403: a browser page
+  cannot post images or review decisions. Lab software (curl, a LIMS, Python) sends no
+  ``Origin`` and is not affected. No CORS headers are ever sent.
+- **Pages** (the review page): :func:`page_headers` sends a Content-Security-Policy that runs
+  only the page's own inline script and style (by hash), loads nothing from elsewhere, and
+  forbids framing (no click-jacking of decisions); :data:`PRIVATE_HEADERS` keep the review
+  data and images out of caches and out of other sites' pages.
 
 Every error the server answers is ``{"error": "message"}`` (JSON); an image that could not be
 classified also carries ``path`` and ``needs_review``, like a row of ``leukedge infer``.
@@ -40,6 +44,33 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 WILDCARDS = ("", "0.0.0.0", "::")
 ROUTES = ("GET /healthz, GET /v1/model, POST /v1/classify, GET /v2, GET /v2/health/ready, "
           "GET /v2/models/{name}, POST /v2/models/{name}/infer")
+FETCH_SITES_ACCEPTED = ("same-origin", "none")
+LOCAL_ONLY = ("leukedge serve accepts requests from local software and its own pages, not from "
+              "other web pages")
+PRIVATE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff",
+                   "Cross-Origin-Resource-Policy": "same-origin", "Referrer-Policy": "no-referrer"}
+
+
+def _inline_hashes(html: str, tag: str) -> list[str]:
+    import base64
+    import hashlib
+    import re
+
+    bodies = re.findall(rf"<{tag}>(.*?)</{tag}>", html, flags=re.S)
+    return [f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'"
+            for b in bodies]
+
+
+def page_headers(html: str) -> dict[str, str]:
+    """The headers of a self-contained HTML page: :data:`PRIVATE_HEADERS` and a policy that
+    runs only its own inline ``<script>`` and ``<style>`` (attribute-free tags, by hash),
+    fetches and shows images from this server only, and is never framed."""
+    scripts = " ".join(_inline_hashes(html, "script")) or "'none'"
+    styles = " ".join(_inline_hashes(html, "style")) or "'none'"
+    policy = ("default-src 'none'; img-src 'self'; connect-src 'self'; "
+              f"script-src {scripts}; style-src {styles}; "
+              "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+    return {**PRIVATE_HEADERS, "Content-Security-Policy": policy, "X-Frame-Options": "DENY"}
 
 
 async def send_error(send, status: int, message: str, headers: Iterable = ()) -> None:
@@ -145,12 +176,11 @@ class LocalOnly:
             return None
         origin = headers.get("origin")
         if origin is not None and not self._ours(_origin_host(origin)):
-            return 403, (f"cross-origin request refused (Origin {origin!r}): leukedge serve "
-                         "accepts uploads from local software, not from web pages")
+            return 403, f"cross-origin request refused (Origin {origin!r}): {LOCAL_ONLY}"
         fetch_site = headers.get("sec-fetch-site", "").lower()
-        if fetch_site in ("cross-site", "same-site"):
+        if fetch_site and fetch_site not in FETCH_SITES_ACCEPTED:
             return 403, (f"cross-origin request refused (Sec-Fetch-Site: {fetch_site}): "
-                         "leukedge serve accepts uploads from local software, not from web pages")
+                         f"{LOCAL_ONLY}")
         return None
 
     def _ours(self, parsed: Optional[tuple[str, Optional[int]]]) -> bool:
@@ -209,10 +239,11 @@ class PixelBudget:
 def http_error_message(request, exc) -> str:
     """Starlette's HTTPException (404, 405, a malformed form) as this API's message."""
     method, path = request.method, request.url.path
+    routes = ", ".join([ROUTES, *getattr(request.app.state, "more_routes", ())])
     if exc.status_code == 404:
-        return f"no such route: {method} {path} (routes: {ROUTES})"
+        return f"no such route: {method} {path} (routes: {routes})"
     if exc.status_code == 405:
-        return f"{method} is not allowed on {path} (routes: {ROUTES})"
+        return f"{method} is not allowed on {path} (routes: {routes})"
     if exc.status_code == 400:
         return f"malformed request body: {exc.detail}"
     return str(exc.detail)
