@@ -65,6 +65,7 @@ class WatchOptions:
     done_dir: Optional[Path]
     failed_dir: Optional[Path]
     max_pixels: int
+    overlay_dir: Optional[Path] = None
 
 
 def _events(inbox: Path, recursive: bool, wake: threading.Event) -> Any:
@@ -101,7 +102,8 @@ def check_layout(opts: WatchOptions) -> None:
 
     if not opts.inbox.is_dir():
         raise ValueError(f"INBOX {display_path(opts.inbox)} is not a folder")
-    for flag, folder in (("--done", opts.done_dir), ("--failed", opts.failed_dir)):
+    for flag, folder in (("--done", opts.done_dir), ("--failed", opts.failed_dir),
+                         ("--overlay-dir", opts.overlay_dir)):
         if folder is not None and same_name(folder) == same_name(opts.inbox):
             raise ValueError(f"{flag} {display_path(folder)} is the inbox itself: its images "
                              "would be classified again and again; give another folder (one "
@@ -135,7 +137,7 @@ def run(opts: WatchOptions) -> int:
     stop, wake = threading.Event(), threading.Event()
     with reported(ValueError, OSError):
         check_layout(opts)
-        for folder in (opts.done_dir, opts.failed_dir, opts.output.parent):
+        for folder in (opts.done_dir, opts.failed_dir, opts.overlay_dir, opts.output.parent):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
     lock = _lock(opts.output)
@@ -203,11 +205,16 @@ def watch(
         "--failed", show_default=False, help="Move images that could not be used here.")
     ] = None,
     max_pixels: Annotated[int, typer.Option(min=1, help="Refuse larger images.")] = 50_000_000,
+    overlay_dir: Annotated[Optional[Path], typer.Option(
+        show_default=False,
+        help="Write a PNG per classified image: the heatmap (where the model has one), the "
+             "stain outline, the label, the top-2 probabilities and the review reasons "
+             "(not the inbox itself; inside it, it is not scanned).")] = None,
 ) -> None:
     """Classify images as they arrive in a folder (see HELP)."""
     raise typer.Exit(run(WatchOptions(inbox, output, fmt.value, recursive, poll, settle, give_up,
                                       batch_size, model, provider.value, threads, review_below,
-                                      done, failed, max_pixels)))
+                                      done, failed, max_pixels, overlay_dir)))
 
 
 def register(app: typer.Typer) -> None:

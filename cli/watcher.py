@@ -95,7 +95,7 @@ class Watcher:
             self.journal = ResultJournal.open(opts.output, opts.fmt, self.rows.header(),
                                               legacy_header=self.rows.legacy_header())
         self._say_notices()
-        inside = [d for d in (opts.done_dir, opts.failed_dir)
+        inside = [d for d in (opts.done_dir, opts.failed_dir, opts.overlay_dir)
                   if d is not None and is_inside(d, opts.inbox)]
         self.inbox = Inbox(opts.inbox, opts.recursive, opts.settle, opts.give_up, exclude=inside)
         self.common = self.classifier.provenance
@@ -204,18 +204,33 @@ class Watcher:
         predictions = self.classifier.predict_pixels([d[1] for d in good]) if good else []
         share = (time.perf_counter() - started) / max(len(good), 1)
         by_item = dict(zip([id(d[0]) for d in good], predictions))
+        overlays = {id(d[0]): self._overlay(d[0], d[1], p) for d, p in zip(good, predictions)} \
+            if self.opts.overlay_dir is not None else {}
         rows = []
         for item, _, error, seconds in ready:
             result = FileResult(str(item.path), prediction=by_item.get(id(item)), error=error,
                                 seconds=seconds + (share if error is None else 0.0))
-            row = {**result.to_dict(), "overlay": None, "timestamp": utc_now(), **self.common,
-                   **item.key.fields()}
+            row = {**result.to_dict(), "overlay": overlays.get(id(item)), "timestamp": utc_now(),
+                   **self.common, **item.key.fields()}
             rows.append((item.key, self.rows.line(row), error is None))
         self._append(rows)
         for item, _, error, _ in ready:
             self.counts.done += 1
             self.counts.errors += error is not None
             self._after_row(item, error is None)
+
+    def _overlay(self, item: _Item, pixels: Any, prediction: Any) -> Optional[str]:
+        """Draw ``--overlay-dir``/<stem>-<sha256 prefix>.overlay.png (named by the bytes, so a
+        restart redraws the same file); None, with a warning, when it cannot be written."""
+        from leukedge.runtime.overlay import OVERLAY_SUFFIX, MAX_STEM, write_overlay
+
+        name = f"{item.path.stem[:MAX_STEM] or 'image'}-{item.key.sha256[:12]}{OVERLAY_SUFFIX}"
+        try:
+            mask = self.classifier.run(pixels[None], ["stain_mask"])["stain_mask"][0]
+            return str(write_overlay(self.opts.overlay_dir / name, pixels, mask, prediction))
+        except Exception as e:  # an overlay must not stop the service
+            _warn(f"overlay of {os.fsdecode(item.path)} not written ({e})")
+            return None
 
     def _append(self, rows: list) -> None:
         """Write the rows; on a full disk (or a failing write) wait and retry, saying so once."""

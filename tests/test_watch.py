@@ -181,6 +181,27 @@ def test_names_in_progress_wait_and_give_up_and_moves(tiny_model_path, sample_im
     assert list(inbox.iterdir()) == []
 
 
+def test_overlays_are_named_by_the_bytes_and_kept_out_of_the_scan(tiny_model_path,
+                                                                  sample_images, tmp_path):
+    import cv2
+
+    inbox, out = tmp_path / "inbox", tmp_path / "rows.jsonl"
+    overlays = inbox / "overlays"  # inside the inbox: created, and never read as images
+    inbox.mkdir()
+    proc = _start(inbox, out, tiny_model_path, "--overlay-dir", str(overlays))
+    shutil.copyfile(sample_images[0], inbox / "a.jpg")
+    (inbox / "broken.jpg").write_bytes(b"not an image")
+    _wait_for(lambda: len(_rows(out)) == 2, timeout=30)
+    time.sleep(1.0)  # a scan of the overlay folder would add rows now
+    assert _stop(proc) == 0
+    rows = {Path(r["path"]).name: r for r in _rows(out)}
+    assert len(_rows(out)) == 2 and rows["broken.jpg"]["overlay"] is None
+    sha = hashlib.sha256(sample_images[0].read_bytes()).hexdigest()
+    drawn = Path(rows["a.jpg"]["overlay"])
+    assert drawn == overlays / f"a-{sha[:12]}.overlay.png"
+    assert cv2.imread(str(drawn)) is not None and list(overlays.iterdir()) == [drawn]
+
+
 def test_sigterm_exits_promptly_with_0(tiny_model_path, tmp_path):
     (tmp_path / "inbox").mkdir()
     proc = _start(tmp_path / "inbox", tmp_path / "rows.jsonl", tiny_model_path)
