@@ -30,6 +30,8 @@ from .session import usable_cpus
 
 LOCAL = "local"  # --ray local: start Ray on this machine
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20  # only paths and rows travel, never pixels
+# Ray 2.60 gives its raylet 30 s to register, which a PC busy with other work can miss
+LOCAL_START_ATTEMPTS = 3
 MAX_BLOCKS = 2000  # blocks of batches handed to the actors (each block goes to one actor)
 
 
@@ -60,15 +62,19 @@ def connect(address: str, num_cpus: Optional[int] = None) -> bool:
     # Ray Data logs every stage (and that its progress bars are off) to the console; its full
     # logs stay in Ray's session folder (/tmp/ray/session_latest/logs)
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    try:
-        if address == LOCAL:
-            ray.init(num_cpus=num_cpus or usable_cpus(),
-                     object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
-        else:
-            ray.init(address=address, **quiet)
-    except Exception as e:  # ConnectionError, ValueError, RuntimeError from ray
-        raise RaySetupError(f"--ray {address}: cannot start or reach Ray: "
-                            f"{_first_line(e)}") from e
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            if address == LOCAL:
+                ray.init(num_cpus=num_cpus or usable_cpus(),
+                         object_store_memory=LOCAL_OBJECT_STORE_BYTES, **quiet)
+            else:
+                ray.init(address=address, **quiet)
+            break
+        except Exception as e:  # ConnectionError, ValueError, RuntimeError from ray
+            ray.shutdown()  # what a failed start left running
+            if address != LOCAL or "timed out" not in str(e) or attempt == LOCAL_START_ATTEMPTS:
+                raise RaySetupError(f"--ray {address}: cannot start or reach Ray: "
+                                    f"{_first_line(e)}") from e
     return True
 
 
