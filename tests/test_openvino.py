@@ -3,12 +3,14 @@ fallback), and, where onnxruntime-openvino is installed, the same labels as the 
 
 from __future__ import annotations
 
+import sys
 from types import SimpleNamespace
 
 import onnxruntime as ort
 import pytest
 from typer.testing import CliRunner
 
+import leukedge.runtime.doctor as doctor
 import leukedge.runtime.session as session
 from leukedge.cli.main import app
 from leukedge.runtime.classifier import Classifier
@@ -58,6 +60,7 @@ def fake_openvino(monkeypatch, devices, runs_on):
         SessionOptions=ort.SessionOptions, ExecutionMode=ort.ExecutionMode,
         GraphOptimizationLevel=ort.GraphOptimizationLevel, InferenceSession=make)
     monkeypatch.setattr(session, "load_onnxruntime", lambda: fake)
+    return fake
 
 
 def test_a_device_openvino_does_not_see_is_refused_before_loading(tiny_model_path, monkeypatch):
@@ -102,3 +105,15 @@ def test_openvino_cpu_gives_the_cpu_providers_labels(model, tiny_model_path, sam
     worst = max(abs(a.probabilities[c] - b.probabilities[c])
                 for a, b in zip(got, cpu) for c in a.probabilities)
     assert worst < 1e-3
+
+
+def test_doctor_lists_openvinos_devices_and_which_really_run(tiny_model_path, monkeypatch):
+    fake = fake_openvino(monkeypatch, ["CPU", "GPU.0"], ["CPUExecutionProvider"])
+    monkeypatch.setitem(sys.modules, "onnxruntime", fake)
+    checks = {c.name: c for c in doctor.check_providers(tiny_model_path)}
+    assert checks["openvino devices"].detail == "CPU, GPU.0"
+    for device in ("CPU", "GPU"):  # the fake runs everything on the CPU provider: both warn
+        started = checks[f"openvino:{device} starts"]
+        assert started.status == "warn" and "is running on CPUExecutionProvider" in started.detail
+        assert checks[f"openvino:{device} runs default"].status == "warn"
+    assert checks["cpu starts"].status == "ok"
