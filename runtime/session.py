@@ -17,7 +17,6 @@ import os
 import re
 import warnings
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
@@ -43,7 +42,9 @@ class ProviderFallbackWarning(UserWarning):
 
 
 def installed_ort_packages() -> list[str]:
-    """Which ONNX Runtime distributions pip has installed (both provide ``import onnxruntime``)."""
+    """Which ONNX Runtime distributions pip has installed (each provides ``import onnxruntime``)."""
+    from importlib import metadata  # here: `leukedge --help` reads this module's choices
+
     found = []
     for name in _ORT_PACKAGES:
         try:

@@ -42,11 +42,14 @@ def images(tmp_path_factory, sample_images) -> list:
 
 @pytest.fixture(scope="module")
 def small_ray():
-    """A local Ray of two CPUs (so two actors), no dashboard, a small object store."""
+    """A local Ray of two CPUs (so two actors), no dashboard, a small object store, started
+    as `--ray local` starts it."""
     ray = pytest.importorskip("ray", reason="needs Ray Data: pip install 'leukedge[ray]'")
     pytest.importorskip("ray.data", reason="needs Ray Data: pip install 'leukedge[ray]'")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=80 * 2**20,
-             configure_logging=False)
+    from leukedge.runtime.ray_batch import connect
+
+    # connect retries a start whose raylet misses Ray's 30 s on a loaded machine
+    assert connect("local", num_cpus=2)  # True: this process was not connected yet
     yield ray
     ray.shutdown()
 
