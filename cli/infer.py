@@ -16,7 +16,7 @@ import typer
 
 from .classifier import open_classifier
 from .errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail, reported
-from .options import OutputFormat, Provider
+from .options import OutputFormat, Provider, ProviderOption
 
 PROGRESS_MIN_IMAGES = 8  # a progress bar for a handful of images is noise
 SKIPPED_NAMED = 5  # files skipped for their suffix named in the warning; the rest counted
@@ -48,6 +48,7 @@ class InferOptions:
     overlay_dir: Optional[Path]
     recursive: bool
     max_pixels: int
+    ray: Optional[str] = None
 
 
 @dataclass
@@ -136,7 +137,6 @@ def classify_and_emit(classifier: Any, sources: list, opts: InferOptions, emit,
                       shorten: bool) -> _Tally:
     """Run the pipeline, emit one line per input in order, write overlays; return the counts."""
     from leukedge.runtime.overlay import overlay_names
-    from leukedge.runtime.pipeline import classify_files
 
     from .output import RowFormatter, utc_now
 
@@ -147,21 +147,37 @@ def classify_and_emit(classifier: Any, sources: list, opts: InferOptions, emit,
     names = overlay_names(sources) if opts.overlay_dir is not None else []
     tally, common = _Tally(total=len(sources)), classifier.provenance
     show = sys.stderr.isatty() and len(sources) > PROGRESS_MIN_IMAGES
-    results = classify_files(classifier, sources, batch_size=opts.batch_size,
-                             keep_images=opts.overlay_dir is not None,
-                             max_pixels=opts.max_pixels)
     with typer.progressbar(length=len(sources), label="Classifying", file=sys.stderr,
                            hidden=not show) as bar:
-        for i, result in enumerate(results):
-            tally.failed += not result.ok
-            tally.review += bool(result.ok and result.prediction.needs_review)
+        for i, (row, result) in enumerate(_rows(classifier, sources, opts)):
+            ok = row["error"] is None
+            tally.failed += not ok
+            tally.review += bool(ok and row["needs_review"])
             overlay = None
-            if opts.overlay_dir is not None and result.ok:
+            if opts.overlay_dir is not None and ok:
                 overlay = _write_overlay(opts.overlay_dir / names[i], result, tally)
-            emit(formatter.line({**result.to_dict(), "overlay": overlay, "timestamp": utc_now(),
-                                 **common}))
+            emit(formatter.line({**row, "overlay": overlay, "timestamp": utc_now(), **common}))
             bar.update(1)
     return tally
+
+
+def _rows(classifier: Any, sources: list, opts: InferOptions):
+    """(row, FileResult) per input, in input order; under --ray the rows come from the Ray
+    actors and there is no FileResult (no pixels for overlays)."""
+    if opts.ray is not None:
+        from leukedge.runtime.ray_batch import classify_on_ray
+
+        for row in classify_on_ray(classifier, sources, batch_size=opts.batch_size,
+                                   max_pixels=opts.max_pixels,
+                                   threads=classifier.session_info.intra_op_threads):
+            yield row, None
+        return
+    from leukedge.runtime.pipeline import classify_files
+
+    for result in classify_files(classifier, sources, batch_size=opts.batch_size,
+                                 keep_images=opts.overlay_dir is not None,
+                                 max_pixels=opts.max_pixels):
+        yield result.to_dict(), result
 
 
 def _summary(tally: _Tally, seconds: float, review_below: float) -> str:
@@ -182,6 +198,9 @@ def _check_options(opts: InferOptions) -> None:
 
     with reported(ValueError):
         check_threads(opts.threads)
+    if opts.ray is not None and opts.overlay_dir is not None:
+        fail("--overlay-dir cannot be used with --ray (the Ray actors keep no pixels); run "
+             "without --ray for overlays", EXIT_USAGE)
     if opts.overlay_dir is not None:
         try:
             opts.overlay_dir.mkdir(parents=True, exist_ok=True)
@@ -190,8 +209,20 @@ def _check_options(opts: InferOptions) -> None:
                  f"({e.strerror or e})", EXIT_USAGE)
 
 
+def _connect_ray(address: Optional[str]) -> bool:
+    """Connect to Ray for --ray (True when this run started or joined it), or exit 2."""
+    if address is None:
+        return False
+    from leukedge.runtime.ray_batch import connect
+
+    with reported():
+        return connect(address)
+
+
 def run(opts: InferOptions) -> int:
     """The whole command; returns its exit code."""
+    from leukedge.runtime.errors import LeukedgeError
+
     from .destination import Destination, OutputError, model_file
 
     _check_options(opts)
@@ -201,6 +232,7 @@ def run(opts: InferOptions) -> int:
     if not sources:
         fail(f"no images found in {', '.join(opts.paths)}", EXIT_USAGE if not problems
              else EXIT_FAILED)
+    started_ray = _connect_ray(opts.ray)
     with reported(ValueError):
         destination = Destination.open(opts.output, "--output",
                                        protect=[*sources, *model_file(opts.model)])
@@ -216,9 +248,16 @@ def run(opts: InferOptions) -> int:
     except OutputError as e:  # a full disk, a closed pipe: the run's results are lost
         destination.discard()
         fail(str(e), EXIT_FAILED)
+    except LeukedgeError as e:  # the Ray job failed: nothing partial is left
+        destination.discard()
+        fail(str(e), EXIT_FAILED)
     except BaseException:
         destination.discard()
         raise
+    finally:
+        if started_ray:
+            from leukedge.runtime.ray_batch import disconnect
+            disconnect()
     tally.listing_problems = len(problems)
     sys.stdout.flush()  # the rows before the summary, also when both go to one pipe
     typer.echo(_summary(tally, time.perf_counter() - started, classifier.review_below), err=True)
@@ -236,9 +275,7 @@ def infer(
         "--model", "-m", show_default=False,
         help="A bundled model's name (see `leukedge models`) or an ONNX file with a leukedge "
              "contract. Default: the bundled 'default' model.")] = None,
-    provider: Annotated[Provider, typer.Option(
-        help="auto: CUDA when onnxruntime-gpu has a working GPU, else CPU; cuda: fail without "
-             "it.")] = Provider.auto,
+    provider: ProviderOption = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(
         show_default=False,
         help="ONNX Runtime threads per model run (1-256). Default: 1 when there is more than "
@@ -264,8 +301,13 @@ def infer(
     max_pixels: Annotated[int, typer.Option(
         min=1, help="Refuse images whose header declares more pixels than this.")
     ] = 50_000_000,
+    ray: Annotated[Optional[str], typer.Option(
+        "--ray", metavar="ADDRESS", show_default=False,
+        help="Classify with Ray Data actors (one ONNX Runtime session each; same rows, same "
+             "order): 'local' starts Ray on this PC, else a cluster address (auto, "
+             "ray://head:10001) whose nodes all see the paths. Needs leukedge[ray].")] = None,
 ) -> None:
     """Classify blood-smear images; one result per input, in input order (see HELP)."""
     opts = InferOptions(list(paths), model, provider.value, threads, batch_size, fmt.value,
-                        output, review_below, overlay_dir, recursive, max_pixels)
+                        output, review_below, overlay_dir, recursive, max_pixels, ray)
     raise typer.Exit(run(opts))

@@ -1,5 +1,6 @@
 """Choices of the `leukedge` commands, taken from the registries that own them, and the
-options several commands share. Standard library and Typer only (no heavy imports)."""
+options several commands share. Standard library, Typer and the session door's choices
+(no heavy imports)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import enum
 from typing import Annotated, Optional
 
 import typer
+
+# the session door's own choices (it imports only the standard library when loaded)
+from leukedge.runtime.session import PROVIDER_CHOICES
 
 
 class OutputFormat(str, enum.Enum):
@@ -20,16 +24,20 @@ class TableOrJson(str, enum.Enum):
     json = "json"
 
 
-class Provider(str, enum.Enum):
-    auto = "auto"
-    cuda = "cuda"
-    cpu = "cpu"
+def registry_enum(name: str, values) -> type[enum.Enum]:
+    """A str Enum whose members are a registry's names (so --help lists them)."""
+    return enum.Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
+
+Provider = registry_enum("Provider", PROVIDER_CHOICES)
+PROVIDER_HELP = ("auto: CUDA when onnxruntime-gpu has a working GPU, else CPU; cuda: fail "
+                 "without it; cpu; openvino:CPU|GPU|NPU (openvino = openvino:CPU; needs "
+                 "leukedge[openvino]): fail unless OpenVINO runs the model on that device.")
 
 # Options of the commands that run a model on images (watch, serve).
 ModelOption = Annotated[Optional[str], typer.Option(
     "--model", "-m", show_default=False, help="Bundled model name or ONNX file.")]
-ProviderOption = Annotated[Provider, typer.Option(help="auto, cuda or cpu.")]
+ProviderOption = Annotated[Provider, typer.Option(case_sensitive=False, help=PROVIDER_HELP)]
 ThreadsOption = Annotated[Optional[int], typer.Option(show_default=False,
                                                       help="ONNX Runtime threads.")]
 ReviewBelowOption = Annotated[Optional[float], typer.Option(
@@ -41,11 +49,6 @@ class ReportFormat(str, enum.Enum):
     markdown = "markdown"
     json = "json"
     csv = "csv"
-
-
-def registry_enum(name: str, values) -> type[enum.Enum]:
-    """A str Enum whose members are a registry's names (so --help lists them)."""
-    return enum.Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
 def backbone_choices() -> type[enum.Enum]:

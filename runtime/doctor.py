@@ -64,27 +64,43 @@ def check_versions() -> list[Check]:
 
 def check_providers(model: Optional[Path]) -> list[Check]:
     """Each provider this ONNX Runtime offers that leukedge uses, and whether it really runs a
-    model (a listed CUDA provider without a working GPU falls back to the CPU)."""
+    model (a listed CUDA provider without a working GPU falls back to the CPU); with
+    onnxruntime-openvino, the devices OpenVINO sees and whether each runs the model."""
     try:
         import onnxruntime as ort
     except ImportError:
         return []
-    from .session import RuntimeSetupError, create_session
+    from .session import openvino_devices
 
     available = ort.get_available_providers()
     out = [Check("providers", "ok", ", ".join(available))]
+    choices = [c for n, c in (("CPUExecutionProvider", "cpu"), ("CUDAExecutionProvider", "cuda"))
+               if n in available]
+    if "OpenVINOExecutionProvider" in available:
+        devices = openvino_devices(ort)
+        out.append(Check("openvino devices", "ok" if devices else "warn",
+                         ", ".join(devices) or "OpenVINO sees no device"))
+        choices += sorted({f"openvino:{d.split('.')[0]}" for d in devices})
     if model is None:
         return out + [Check("provider start", "warn", "no bundled model to try a session with")]
-    for name, choice in (("CPUExecutionProvider", "cpu"), ("CUDAExecutionProvider", "cuda")):
-        if name not in available:
-            continue
-        try:
-            _, info = create_session(model, provider=choice, threads=1)
-            status = "ok" if info.providers and info.providers[0] == name else "warn"
-            out.append(Check(f"{choice} starts", status, f"runs on {', '.join(info.providers)}"))
-        except (RuntimeSetupError, OSError, ValueError) as e:
-            out.append(Check(f"{choice} starts", "warn", str(e)))
-    return out
+    out += [_starts(model, choice, f"{choice} starts") for choice in choices]
+    try:  # OpenVINO compiles the graph itself and may refuse a model the CPU provider runs
+        default = resolve_model("default")
+    except (OSError, ValueError):
+        return out
+    return out + [_starts(default, c, f"{c} runs default") for c in choices if ":" in c]
+
+
+def _starts(model: Path, choice: str, name: str) -> Check:
+    """Whether a session on ``choice`` opens ``model`` and really runs on that provider."""
+    from .session import RuntimeSetupError, create_session
+
+    try:
+        _, info = create_session(model, provider=choice, threads=1)
+    except (RuntimeSetupError, OSError, ValueError) as e:
+        return Check(name, "warn", str(e))
+    status = "warn" if info.fell_back else "ok"
+    return Check(name, status, f"{model.name} runs on {', '.join(info.providers)}")
 
 
 def check_cpu() -> list[Check]:

@@ -21,6 +21,7 @@ from .heatmap import HEATMAP, add_heatmap
 from .postprocess import OOD_SCORE, PROBS, OodStats, postprocess_nodes
 from .preprocess import (NET_IMAGE, NET_MASKED, OPSET, QUALITY_OUTPUTS, STAIN_MASK,
                          input_value_info, preprocess_nodes)
+from .shapes import declare_classifier_shapes
 
 NET_PREFIX = "net/"
 NETWORK_INPUTS = {"image": NET_IMAGE, "masked_image": NET_MASKED}
@@ -80,6 +81,7 @@ def compose_model(net: Any, spec: PreprocessSpec, temperature: float = 1.0,
         [input_value_info()], outputs,
         pre_inits + list(prefixed.graph.initializer) + post_inits,
         value_info=list(prefixed.graph.value_info))
+    declare_classifier_shapes(graph)  # for OpenVINO (modelkit/graph/shapes.py)
     model = helper.make_model(graph, opset_imports=list(net.opset_import),
                               producer_name="leukedge")
     model.ir_version = net.ir_version

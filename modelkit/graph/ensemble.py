@@ -19,6 +19,7 @@ from typing import Any, Sequence
 from .heatmap import HEATMAP, add_heatmap, has_heatmap
 from .postprocess import PROBS
 from .preprocess import INPUT
+from .shapes import declare_classifier_shapes
 
 MEMBER_PREFIX = "m{}/"
 
@@ -86,6 +87,7 @@ def compose_ensemble(members: Sequence[Any], weights: Sequence[float]) -> Any:
     graph = helper.make_graph(nodes, "leukedge-ensemble", list(first.graph.input), outputs,
                               [t for t in inits if t.name in used],
                               value_info=[v for v in infos if v.name in used])
+    declare_classifier_shapes(graph)  # members built before it was declared: for OpenVINO
     model = helper.make_model(
         graph, producer_name="leukedge",
         opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
