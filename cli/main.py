@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import (bench, compare, crossval, doctor, ensemble, ensemble_folds, evaluate_folds, export,
+from . import (adapt, bench, compare, crossval, doctor, ensemble, ensemble_folds, evaluate_folds, export,
                infer, info, models, quantize, serve, train, validate, watch)
 
 app = typer.Typer(
@@ -41,7 +41,7 @@ def _root(
     """Leukemia-subtype blood-smear classifiers (see `leukedge COMMAND --help`)."""
 
 
-for _module in (infer, watch, serve, validate, doctor, info, models, train, crossval, evaluate_folds,
+for _module in (infer, watch, serve, validate, adapt, doctor, info, models, train, crossval, evaluate_folds,
                 ensemble_folds, export, quantize, ensemble, compare, bench):
     _module.register(app)
 
