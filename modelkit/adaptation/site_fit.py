@@ -135,6 +135,8 @@ def fit_site(data: SiteData, parent_review_below: float, parent_checks: InputChe
                                "parent_accuracy": float(np.mean(
                                    data.parent_probs.argmax(1) == data.labels)),
                                "ece": expected_calibration_error(oof, data.labels),
+                               "parent_ece": expected_calibration_error(data.parent_probs,
+                                                                        data.labels),
                                "review": review.to_dict()},
                "review_below": {"chosen": review.threshold, "parent": parent_review_below,
                                 "kept": review_below}}

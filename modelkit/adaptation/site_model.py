@@ -89,6 +89,8 @@ def site_contract(parent: ModelContract, fit: SiteFit, parent_sha256: str, prove
         temperature=fit.temperature,
         calibration={"fitted_on": f"{fit.summary['images']} site images, "
                                   f"{fit.summary['folds']}-fold out-of-fold predictions",
+                     "ece_before": fit.summary["out_of_fold"]["parent_ece"],
+                     "ece_after": fit.summary["out_of_fold"]["ece"],
                      "site": fit.summary, "parent": dict(parent.calibration)},
         provenance={**provenance, "parent_sha256": parent_sha256,
                     "parent_precision": parent.precision, "method": METHOD},
