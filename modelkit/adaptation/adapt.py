@@ -145,10 +145,15 @@ def _adapt(data_dir, out_dir: Path, parent, overwrite: bool, folds: int,
     written = {"model": out_dir / MODEL_FILE}
     model = build_site_model(proto, site_contract(contract, fit, parent_sha, provenance, metrics),
                              fit)
-    save_model(model, written["model"])
-    final = Classifier(written["model"], provider="cpu", threads=threads)
-    parity = {"fp32": check_parity(final, site.images, fit.probabilities(data))}
-    adapted_result.model["model_sha256"] = final.provenance["model_sha256"]
+    unchecked = out_dir / f".{MODEL_FILE}.unchecked"
+    save_model(model, unchecked)
+    try:  # a file that does not compute what was fitted never takes the model's name
+        final = Classifier(unchecked, provider="cpu", threads=threads)
+        parity = {"fp32": check_parity(final, site.images, fit.probabilities(data))}
+        os.replace(unchecked, written["model"])
+    finally:
+        unchecked.unlink(missing_ok=True)
+    adapted_result.model["model_sha256"] = sha256_file(written["model"])
     int8 = _int8(files, fit, provenance, metrics, out_dir, site, final, threads, overwrite)
     if int8 is not None:
         written["model_int8"], parity["int8_agreement"] = int8

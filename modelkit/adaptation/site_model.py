@@ -18,6 +18,7 @@ import numpy as np
 
 from leukedge.runtime.batching import model_runs
 from leukedge.runtime.contract import ModelContract, embed_contract, leukedge_version
+from leukedge.runtime.errors import CheckRefused
 from leukedge.runtime.models import resolve_model
 
 from .site_fit import SiteData, SiteFit
@@ -29,6 +30,10 @@ METHOD = ("site head: logistic regression on the members' head inputs with the p
           "out-of-fold predictions; review threshold never below the parent's; input-check "
           "limits widened only")
 BATCH = 16
+
+
+class ParityRefused(CheckRefused, RuntimeError):
+    """The adapted graph does not compute what was fitted (exit 1)."""
 
 
 @dataclass(frozen=True)
@@ -109,13 +114,13 @@ def check_parity(classifier, images: Sequence[np.ndarray], expected: np.ndarray,
     """The largest difference between the file's ``probs`` and the numpy fit's.
 
     Raises:
-        RuntimeError: over ``tolerance`` (the graph does not compute what was fitted).
+        ParityRefused: over ``tolerance`` (the graph does not compute what was fitted).
     """
     got = np.zeros(np.shape(expected))
     for indices, batch in model_runs(list(images), BATCH):
         got[indices] = classifier.run(batch, ["probs"])["probs"]
     worst = float(np.abs(got - expected).max()) if len(got) else 0.0
     if not worst <= tolerance:
-        raise RuntimeError(f"{classifier.model_path}: the adapted graph's probabilities differ "
+        raise ParityRefused(f"{classifier.model_path}: the adapted graph's probabilities differ "
                            f"from the fitted ones by {worst:.2e} (> {tolerance:g})")
     return worst
