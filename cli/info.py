@@ -108,7 +108,8 @@ def report_rows(path: Path, size: int, digest: str, c: dict, usable: Optional[st
         ("Weights", [("initial", _fmt(c.get("weights") or {}) or "-")]),
         ("Provenance", [(k, _fmt(v)) for k, v in (c.get("provenance") or {}).items()
                         if k in ("data_manifest_sha256", "split_manifest_sha256", "seed",
-                                 "run_id", "keras_sha256", "parent_sha256", "parent_precision")]),
+                                 "run_id", "keras_sha256", "parent_sha256", "parent_precision",
+                                 "site_files_sha256", "site_images")]),
     ]
     if members:
         sections.append(("Members (probabilities averaged)", [

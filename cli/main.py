@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import (bench, compare, crossval, doctor, ensemble, ensemble_folds, evaluate_folds, export,
-               infer, info, models, quantize, review, serve, train, validate, watch)
+from . import (adapt, bench, compare, crossval, doctor, ensemble, ensemble_folds, evaluate_folds,
+               export, infer, info, models, quantize, review, serve, train, validate, watch)
 
 app = typer.Typer(
     name="leukedge",
@@ -41,8 +41,8 @@ def _root(
     """Leukemia-subtype blood-smear classifiers (see `leukedge COMMAND --help`)."""
 
 
-for _module in (infer, watch, serve, validate, doctor, info, models, train, crossval, evaluate_folds,
-                ensemble_folds, export, quantize, ensemble, compare, bench, review):
+for _module in (infer, watch, serve, validate, adapt, doctor, info, models, train, crossval,
+                evaluate_folds, ensemble_folds, export, quantize, ensemble, compare, bench, review):
     _module.register(app)
 
 
