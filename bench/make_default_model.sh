@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Rebuilds the bundled models from scratch on a CPU, as docs/RESULTS.md describes them:
 #   fast    = EfficientNet-Lite0 trained over acquisition changes (recipe lite0-224-acq):
-#             FP32, INT8 (full 8-bit weights, for VNNI CPUs) and INT8 with 7-bit weights
-#             (for AVX2 CPUs without VNNI; bundled once bench/avx2_agreement.py agrees);
+#             FP32 and INT8 (full 8-bit weights, for VNNI CPUs). An INT8 file with 7-bit
+#             weights for AVX2 CPUs is made and checked under emulation, but bundled only
+#             once it agrees with FP32 there and keeps FP32's cross-validated accuracy
+#             (0.4 does not: docs/RESULTS.md, "INT8 and the CPU");
 #   default = fast + XGBoost on the hand-made features at 64 px, also fitted over acquisition
-#             changes (recipe xgboost-64-acq), averaged (`leukedge ensemble`), in the same
-#             three precisions (the CNN member is the INT8 one).
+#             changes (recipe xgboost-64-acq), averaged (`leukedge ensemble`), FP32 and INT8
+#             (the CNN member is the INT8 one).
 #
 # 1. grouped 5-fold cross-validation of both recipes over the development images
 #    (leukedge crossval), evaluated as shipped (leukedge crossval-eval: ONNX FP32 and INT8,
@@ -63,18 +65,19 @@ install_model() {  # install_model SOURCE NAME: copied whole, then renamed into 
 }
 install_model "$cnn/model.onnx" fast-fp32
 install_model "$cnn/model-int8.onnx" fast-int8
-install_model "$cnn/model-int8-7bit.onnx" fast-int8-7bit
-for precision in fp32 int8 int8-7bit; do
+for precision in fp32 int8; do
   leukedge ensemble "$models/leukedge-fast-$precision.onnx" "$xgb/model.onnx" \
     --calibration runs/cv/ensemble-calibration.json \
     --out "$models/leukedge-default-$precision.onnx" --overwrite
 done
-# The 7-bit files must give FP32's labels on an AVX2 CPU without VNNI (emulated; exit 1 if not)
+# The gate for bundling the 7-bit file (install it as fast-int8-7bit and join it as
+# default-int8-7bit only if both pass): FP32's labels on an emulated AVX2 CPU (exit 1 if not)
 python bench/avx2_agreement.py --data "$data" --limit 100 --out runs/avx2-native.json \
-  "$models"/leukedge-default-{fp32,int8,int8-7bit}.onnx
+  "$models/leukedge-fast-fp32.onnx" "$cnn/model-int8-7bit.onnx"
 qemu-x86_64 -cpu Haswell .venv/bin/python bench/avx2_agreement.py --data "$data" --limit 100 \
-  --native runs/avx2-native.json --out docs/results/avx2_agreement.json \
-  "$models"/leukedge-default-{fp32,int8,int8-7bit}.onnx
+  --native runs/avx2-native.json --out runs/avx2-haswell.json \
+  "$models/leukedge-fast-fp32.onnx" "$cnn/model-int8-7bit.onnx" \
+  || echo "the 7-bit file disagrees with FP32 under emulation: not bundled"
 python bench/make_testvectors.py
 python bench/upgrade_contracts.py  # SHA256SUMS: the files' sha256, checked by leukedge doctor
 leukedge models
