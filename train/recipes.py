@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 from leukedge.modelkit.backbones import CLASSICAL, get_backbone, resolve_weights
 
-DEFAULT_RECIPE = "lite0-224-s3"  # the bundled models' CNN (docs/RESULTS.md)
+DEFAULT_RECIPE = "lite0-224-s3"  # the 0.3 bundled CNN; 0.4 bundles lite0-224-acq (docs/RESULTS.md)
 # How recipes are cross-validated (leukedge.train.crossval): folds, and the seed of the fold
 # assignment (fold k trains with seed + k)
 CV_FOLDS = 5
@@ -103,10 +103,10 @@ _ACQUISITION = (("augment", (("magnification", (0.7, 1.5)), ("stain_density", 0.
 RECIPES: tuple[Recipe, ...] = (
     Recipe("lite0-224-s3", "efficientnet_lite0", _LITE,
            _FINE_TUNE + (("bank_copies", 10), ("fine_tune_from", 5)), "imagenet",
-           notes="the bundled CNN: fine-tuned from stage 3 (block 5), cross-validated best"),
+           notes="the 0.3 bundled CNN: fine-tuned from stage 3 (block 5); the default recipe"),
     Recipe("lite0-224-acq", "efficientnet_lite0", _LITE,
            _FINE_TUNE + (("bank_copies", 10), ("fine_tune_from", 5)) + _ACQUISITION, "imagenet",
-           notes="lite0-224-s3 trained over acquisition changes (a candidate, issue 21)"),
+           notes="the 0.4 bundled CNN: lite0-224-s3 trained over acquisition changes"),
     Recipe("lite0-224", "efficientnet_lite0", _LITE,
            _FINE_TUNE + (("bank_copies", 10), ("fine_tune_from", 8)), "imagenet",
            notes="fine-tuned from stage 4 (block 8): the runner-up"),
@@ -135,10 +135,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("xgboost-128", "xgboost", (("seg_features", "none"), ("input_size", (128, 128))),
            _CLASSICAL, notes="the reference study's XGBoost row, hand-made features at 128 px"),
     Recipe("xgboost-64", "xgboost", (("seg_features", "none"), ("input_size", (64, 64))),
-           _CLASSICAL, notes="the bundled default's feature model: a 64 px copy"),
+           _CLASSICAL, notes="the 0.3 default's feature model: a 64 px copy"),
     Recipe("xgboost-64-acq", "xgboost", (("seg_features", "none"), ("input_size", (64, 64))),
            (("bank_copies", 8),) + _ACQUISITION,
-           notes="xgboost-64 fitted over acquisition changes (a candidate, issue 21)"),
+           notes="the 0.4 default's feature model: xgboost-64 fitted over acquisition changes"),
 )
 
 _BY_NAME = {r.name: r for r in RECIPES}
