@@ -182,3 +182,40 @@ def test_an_unknown_class_folder_and_an_existing_run_dir_are_refused(tmp_path, p
     result = invoke(site, "--out", tmp_path / "run", "--from", parent)
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert (tmp_path / "run" / "model.onnx").read_bytes() == b"mine"
+
+
+def test_nodes_that_read_the_probabilities_follow_the_site_head(parent):
+    """A heatmap reads `probs` (the predicted class); adapting puts its nodes after the head,
+    so the map follows the adapted prediction and the graph stays topologically sorted."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from leukedge.modelkit.adaptation.site_graph import adapted_model, feature_tensors
+
+    model = onnx.load(str(parent))
+    reader = helper.make_node("ArgMax", ["probs"], ["predicted"], axis=1, keepdims=0)
+    model.graph.node.append(reader)
+    model.graph.output.append(helper.make_tensor_value_info("predicted", TensorProto.INT64,
+                                                            ["N"]))
+    weights = dict.fromkeys(feature_tensors(model))
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    pixels = np.full((1, 32, 32, 3), 128, np.uint8)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in weights:
+        probe.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                                ["N", None]))
+    probed = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    features = dict(zip([o.name for o in probe.graph.output],
+                        probed.run(None, {session.get_inputs()[0].name: pixels})))
+    n_classes = features["probs"].shape[1]
+    # a head that always votes for the last class, whatever the parent says
+    weights = {name: np.zeros((features[name].shape[1], n_classes), np.float32)
+               for name in weights}
+    bias = np.zeros(n_classes, np.float32)
+    bias[-1] = 50.0
+    out = adapted_model(model, weights, bias, 1.0)  # raised "not topologically sorted" before
+    run = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+    probs, predicted = run.run(["probs", "predicted"], {run.get_inputs()[0].name: pixels})
+    assert int(predicted[0]) == n_classes - 1 == int(probs[0].argmax())

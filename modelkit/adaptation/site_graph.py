@@ -118,8 +118,32 @@ def adapted_model(model: Any, weights: Mapping[str, np.ndarray], bias: np.ndarra
                                axis=1)]
     graph.initializer.extend(inits)
     graph.node.extend(nodes)
+    _sort_nodes(graph)  # nodes that read the probabilities (the heatmap's) now follow the head
     onnx.checker.check_model(out)
     return out
+
+
+def _sort_nodes(graph: Any) -> None:
+    """Order ``graph.node`` topologically (in place), keeping the given order where it holds."""
+    ready = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        left = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                left.append(node)
+        if len(left) == len(pending):
+            raise NotAdaptableError(f"the graph has a cycle or an undefined input at "
+                                    f"{left[0].name or left[0].op_type}")
+        pending = left
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 def parent_offsets(probs: np.ndarray) -> np.ndarray:
