@@ -14,6 +14,8 @@ from typer.testing import CliRunner
 
 from leukedge.cli.main import app as cli_app
 
+from asgi_helpers import asgi_request
+
 PORT = 8766
 OURS = f"127.0.0.1:{PORT}"
 
@@ -53,28 +55,11 @@ def call(app, method: str, path: str, headers: Optional[dict] = None, body: byte
 
 async def _call(app, method, path, headers, body, query):
     headers = {"host": OURS, **(headers or {})}
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list = []
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": query.encode(), "root_path": "", "server": ("127.0.0.1", PORT),
-             "client": ("127.0.0.1", 50000),
-             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                         for k, v in headers.items()]}
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    answer_headers = {k.decode(): v.decode() for k, v in start["headers"]}
-    if answer_headers.get("content-type", "").startswith("application/json"):
-        return start["status"], json.loads(data), answer_headers
-    return start["status"], data, answer_headers
+    status, data, answer = await asgi_request(app, method, path, headers, body, query,
+                                              port=PORT)
+    if answer.get("content-type", "").startswith("application/json"):
+        return status, json.loads(data), answer
+    return status, data, answer
 
 
 def decide(app, path: str, label: str, reviewer: Optional[str] = "Dr. A", **extra):

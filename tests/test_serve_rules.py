@@ -19,6 +19,8 @@ from leukedge.runtime import Classifier  # noqa: E402
 from leukedge.runtime.http_api import create_app  # noqa: E402
 from leukedge.runtime.http_guard import PixelBudget, expected_host_names, split_host  # noqa: E402
 
+from asgi_helpers import asgi_request  # noqa: E402
+
 PORT = 8765
 OURS = f"127.0.0.1:{PORT}"
 
@@ -38,29 +40,9 @@ def call(app, method: str, path: str, headers: dict | None = None, body: bytes =
 async def acall(app, method: str, path: str, headers: dict | None = None, body: bytes = b"",
                 host: str | None = OURS, chunks: int = 1):
     headers = {**({"host": host} if host else {}), **(headers or {})}
-    size = max(1, -(-len(body) // chunks))
-    parts = [body[i:i + size] for i in range(0, len(body), size)] or [b""]
-    messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
-                for i, p in enumerate(parts)]
-    sent: list = []
-
-    async def receive():
-        return messages.pop(0) if messages else {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
-             "query_string": b"", "root_path": "", "server": ("127.0.0.1", PORT),
-             "client": ("127.0.0.1", 50000),
-             "headers": [(k.lower().encode("latin-1"), v.encode("latin-1"))
-                         for k, v in headers.items()]}
-    await app(scope, receive, send)
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], json.loads(data), {k.decode(): v.decode()
-                                               for k, v in start["headers"]}
+    status, data, answer = await asgi_request(app, method, path, headers, body, chunks=chunks,
+                                              port=PORT)
+    return status, json.loads(data), answer
 
 
 def multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, dict]:
