@@ -164,8 +164,7 @@ def main(argv=None) -> int:
         result = {"command": " ".join(["python", "bench/bench_review.py", *sys.argv[1:]]),
                   "model": args.model, "rows": args.rows,
                   **measure(results, args.model, args.repeats, args.decisions),
-                  "machine": describe_machine(),
-                  "note": "shared machine: a training job ran on the same 2 cores"}
+                  "machine": describe_machine()}
     print(json.dumps(result, indent=1))
     if args.json:
         append_run(args.json, result)
