@@ -201,11 +201,13 @@ class Watcher:
         ready = [d for d in decoded if d[2] != "retry"]
         good = [d for d in ready if d[2] is None]
         started = time.perf_counter()
-        predictions = self.classifier.predict_pixels([d[1] for d in good]) if good else []
+        drawing = self.opts.overlay_dir is not None
+        results = self.classifier.predict_pixels_and_masks([d[1] for d in good], drawing) \
+            if good else []
         share = (time.perf_counter() - started) / max(len(good), 1)
-        by_item = dict(zip([id(d[0]) for d in good], predictions))
-        overlays = {id(d[0]): self._overlay(d[0], d[1], p) for d, p in zip(good, predictions)} \
-            if self.opts.overlay_dir is not None else {}
+        by_item = {id(d[0]): p for d, (p, _) in zip(good, results)}
+        overlays = {id(d[0]): self._overlay(d[0], d[1], p, mask)
+                    for d, (p, mask) in zip(good, results)} if drawing else {}
         rows = []
         for item, _, error, seconds in ready:
             result = FileResult(str(item.path), prediction=by_item.get(id(item)), error=error,
@@ -219,14 +221,15 @@ class Watcher:
             self.counts.errors += error is not None
             self._after_row(item, error is None)
 
-    def _overlay(self, item: _Item, pixels: Any, prediction: Any) -> Optional[str]:
+    def _overlay(self, item: _Item, pixels: Any, prediction: Any, mask: Any) -> Optional[str]:
         """Draw ``--overlay-dir``/<stem>-<sha256 prefix>.overlay.png (named by the bytes, so a
         restart redraws the same file); None, with a warning, when it cannot be written."""
         from leukedge.runtime.overlay import OVERLAY_SUFFIX, MAX_STEM, write_overlay
 
         name = f"{item.path.stem[:MAX_STEM] or 'image'}-{item.key.sha256[:12]}{OVERLAY_SUFFIX}"
         try:
-            mask = self.classifier.run(pixels[None], ["stain_mask"])["stain_mask"][0]
+            if mask is None:
+                raise ValueError("the model has no stain_mask output")
             return str(write_overlay(self.opts.overlay_dir / name, pixels, mask, prediction))
         except Exception as e:  # an overlay must not stop the service
             _warn(f"overlay of {os.fsdecode(item.path)} not written ({e})")

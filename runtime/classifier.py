@@ -159,11 +159,21 @@ class Classifier:
     def predict_pixels(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         """Classify decoded RGB uint8 images (any sizes; runs by size within the pixel budget,
         :mod:`leukedge.runtime.batching`)."""
-        results: dict[int, Prediction] = {}
+        return [p for p, _ in self.predict_pixels_and_masks(images, masks=False)]
+
+    def predict_pixels_and_masks(self, images: Sequence[np.ndarray], masks: bool = True
+                                 ) -> list[tuple[Prediction, Optional[np.ndarray]]]:
+        """:meth:`predict_pixels` with each image's stain mask (for overlays) from the same
+        model runs; the mask is None when ``masks`` is False or the model has no mask output."""
+        masks = masks and "stain_mask" in self.contract.outputs
+        names = self.default_outputs + (["stain_mask"] if masks else [])
+        results: dict[int, tuple[Prediction, Optional[np.ndarray]]] = {}
         for indices, batch in model_runs(images):
-            outputs = self.run(batch)
+            outputs = self.run(batch, names)
+            mask = outputs.pop("stain_mask", None)
             for j, i in enumerate(indices):
-                results[i] = self.prediction_from_outputs({k: v[j] for k, v in outputs.items()})
+                results[i] = (self.prediction_from_outputs({k: v[j] for k, v in outputs.items()}),
+                              None if mask is None else mask[j])
         return [results[i] for i in range(len(images))]
 
     def run(self, pixels: np.ndarray, outputs: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:
