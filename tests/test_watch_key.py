@@ -91,9 +91,10 @@ def test_a_watch_batch_holds_at_most_the_pixel_budget(tiny_model_path, sample_im
                         str(tiny_model_path), "cpu", 1, None, None, None, 50_000_000)
     watcher = Watcher(opts, threading.Event())
     runs = []
-    predict = watcher.classifier.predict_pixels
-    monkeypatch.setattr(watcher.classifier, "predict_pixels",
-                        lambda images: runs.append(len(images)) or predict(images))
+    predict = watcher.classifier.predict_pixels_and_masks  # what watch calls per batch
+    monkeypatch.setattr(watcher.classifier, "predict_pixels_and_masks",
+                        lambda images, masks=True: runs.append(len(images)) or
+                        predict(images, masks))
     watcher.inbox.scan()  # first sight; ready on the next scan (settle 0)
     watcher.tick()
     watcher.journal.close()
