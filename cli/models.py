@@ -70,6 +70,6 @@ def models(
                    f"{_cell(r['accuracy'], '{:.2%}'):>8} {_cell(r['cost_per_sample'], '{:.3f}'):>5} "
                    f"{r['review_below']:>7g}")
     typer.echo("* what `default` means on this CPU: INT8 with VNNI; on other x86 CPUs an\n"
-               "INT8 file with 7-bit weights where one is bundled; else FP32.\n"
+               "INT8 file made for AVX2 (-int8-avx2) where one is bundled; else FP32.\n"
                "Accuracy and cost per image from the contract; `leukedge info NAME` says\n"
                "where they were measured (docs/RESULTS.md).")

@@ -54,12 +54,40 @@ def _static(prepared: Path, out: Path, options, reader) -> dict:
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[options.calib_method]
+    full_range = _depthwise_weights(prepared) if options.depthwise_full_range else []
+    overrides = {name: [{"axis": 0, "reduce_range": False} if options.per_channel
+                        else {"reduce_range": False}] for name in full_range}
     quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                     per_channel=options.per_channel, reduce_range=options.reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=_weight_type(options),
-                    nodes_to_exclude=_excluded(prepared, options), calibrate_method=method)
-    return {"format": "QDQ", "activation_type": "uint8", "weight_type": options.weight_type,
-            "reduce_range": options.reduce_range}
+                    nodes_to_exclude=_excluded(prepared, options), calibrate_method=method,
+                    extra_options={"TensorQuantOverrides": overrides} if overrides else None)
+    extra = {"format": "QDQ", "activation_type": "uint8", "weight_type": options.weight_type,
+             "reduce_range": options.reduce_range}
+    if options.depthwise_full_range:
+        extra["depthwise_full_range"] = len(full_range)  # weights kept at 8 bits
+    return extra
+
+
+def _depthwise_weights(model_path: Path) -> list[str]:
+    """Weight initializers of the depthwise convolutions (one input channel per group).
+
+    ONNX Runtime runs these with its depthwise kernels, which accumulate every product in 32
+    bits on any x86 CPU; the other convolutions and dense layers run as matrix products, whose
+    AVX2 kernels add pairs of uint8 x int8 products in 16 bits first (``vpmaddubsw``) and can
+    saturate unless the weights have 7 bits.
+    """
+    import onnx
+
+    model = onnx.load(str(model_path))
+    weights = {t.name: t for t in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        w = weights.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
+        if w is not None and group > 1 and len(w.dims) == 4 and w.dims[1] == 1:
+            out.append(w.name)
+    return sorted(set(out))
 
 
 def _excluded(model_path: Path, options) -> list[str]:

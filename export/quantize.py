@@ -13,14 +13,18 @@ pixels as its parent.
 - ``fp16``: onnxconverter-common with ``keep_io_types``; halves the file, no speed gain on CPU.
 
 Weights: ``int8`` per channel; full range on a CPU with VNNI, 7-bit (``reduce_range``) on one
-without, unless the caller says. In the 5-fold cross-validation of the default recipe on an
-AVX512-VNNI CPU full range matched FP32 within 0.19 points in every fold, while 7-bit weights
-lost up to 0.58 points (docs/RESULTS.md). ONNX Runtime's u8s8 kernels on CPUs without VNNI
-(AVX2 only) sum pairs of products in 16 bits and can saturate with full 8-bit weights; 7-bit
-weights cannot. The child is checked on the CPU that quantizes it, so the default is the setting
-that is right there; ``--reduce-range`` makes a model for AVX2-only PCs on a VNNI machine (the
-runtime warns when a full-range model runs on such a PC, see :mod:`leukedge.runtime.cpu`). ``uint8`` weights (u8u8 kernels) also avoid saturation but were
-10-20x slower for EfficientNet-Lite's depthwise convolutions on the VNNI CPU.
+without, unless the caller says. ONNX Runtime's u8s8 matrix-product kernels on CPUs without
+VNNI (AVX2 only) add pairs of products in 16 bits and can saturate with full 8-bit weights;
+7-bit weights cannot. Its depthwise kernels widen to 32 bits first on every x86 CPU, so
+``depthwise_full_range`` (``--depthwise-8bit``) keeps those at 8 bits: in 4 folds of the
+cross-validation of the bundled CNN recipe on an AVX512-VNNI CPU that lost 0.14 points against
+FP32 on average where 7-bit everywhere lost 0.43 and full range gained 0.05
+(docs/RESULTS.md, "INT8 and the CPU"). The child is checked on the CPU that quantizes it, so
+the default is the setting that is right there; ``--reduce-range --depthwise-8bit`` makes a
+model for AVX2-only PCs on a VNNI machine (the runtime warns when a full-range model runs on
+such a PC, see :mod:`leukedge.runtime.cpu`). ``uint8`` weights (u8u8 kernels) also avoid
+saturation but were 10-20x slower for EfficientNet-Lite's depthwise convolutions on the VNNI
+CPU.
 
 The child keeps the parent's contract with ``precision``, ``quantization`` and
 ``provenance.parent_sha256`` updated. It is written only when it agrees with its parent (top-1
@@ -80,6 +84,9 @@ class QuantizeOptions:
     exclude_nodes: tuple[str, ...] = ()
     weight_type: str = "int8"
     min_agreement: float = DEFAULT_MIN_AGREEMENT
+    # with reduce_range: depthwise convolutions keep 8-bit weights (their x86 kernels cannot
+    # saturate); only matrix-product weights get 7 bits
+    depthwise_full_range: bool = False
 
     def __post_init__(self) -> None:
         if self.reduce_range is None:
@@ -96,6 +103,10 @@ class QuantizeOptions:
         if self.calib_method not in CALIB_METHODS:
             raise ValueError(f"Unknown --calib-method {self.calib_method!r}. "
                              f"Valid: {', '.join(CALIB_METHODS)}")
+        if self.depthwise_full_range and not (self.reduce_range and self.method == "static"
+                                              and self.weight_type == "int8"):
+            raise ValueError("--depthwise-8bit applies to --method static with --reduce-range "
+                             "and --weight-type int8")
         if not 0.0 <= self.min_agreement <= 1.0:
             raise ValueError(f"--min-agreement must be in [0, 1], got {self.min_agreement}")
         if self.method == "static" and not self.calib_paths:
@@ -299,7 +310,8 @@ def _gate_error(gate: GateResult, emulated: Optional[GateResult], child: _Child,
         hint = (f" Emulated in float (integer kernels off) the same model reaches "
                 f"{emulated.candidate['accuracy']:.2%}: this CPU's INT8 kernels saturate "
                 f"({describe_machine()['int8_acceleration']}). ")
-        hint += ("Quantize with --reduce-range (7-bit weights)." if not options.reduce_range
+        hint += ("Quantize with --reduce-range --depthwise-8bit (7-bit weights where the "
+                 "kernels sum pairs in 16 bits)." if not options.reduce_range
                  else "Try --no-per-channel or --method fp16.")
     elif options.method == "static" and child.backend.float_path is not None:
         picks = np.unique(np.linspace(0, len(pixels) - 1, min(len(pixels), 8)).round().astype(int))

@@ -232,7 +232,8 @@ class Classifier:
             warnings.warn(
                 f"{self.model_path.name}: an INT8 model with full 8-bit weights on a CPU without "
                 "VNNI: ONNX Runtime's INT8 kernels can saturate here and lose accuracy. Use the "
-                "FP32 model (e.g. --model default-fp32), or one quantized with --reduce-range.",
+                "FP32 model (e.g. --model default-fp32) or one made for such CPUs (quantized "
+                "with --reduce-range --depthwise-8bit, like the bundled -int8-avx2 files).",
                 Int8SaturationWarning, stacklevel=3)
 
     def _check_graph(self) -> None:

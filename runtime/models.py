@@ -2,8 +2,8 @@
 
 A wheel ships its models under ``leukedge/runtime/assets/models/leukedge-<name>.onnx``; each is
 selectable by name (``--model default-fp32``, ``Classifier("fast-int8")``). A name without a
-precision (``default``, ``fast``) picks the INT8 file on CPUs with VNNI, the INT8 file with 7-bit
-weights (``default-int8-7bit``) on x86 CPUs without VNNI, where INT8 kernels with full 8-bit
+precision (``default``, ``fast``) picks the INT8 file on CPUs with VNNI, the INT8 file made for
+AVX2 (``default-int8-avx2``) on x86 CPUs without VNNI, where INT8 kernels with full 8-bit
 weights can saturate, and the FP32 file wherever the CPU cannot be told
 (:mod:`leukedge.runtime.cpu`) or the variant is not bundled.
 ``default`` is what ``leukedge infer`` uses when no model is given. What each is, measured, is
@@ -23,7 +23,9 @@ MODELS_DIR = Path(__file__).resolve().parent / "assets" / "models"
 SAMPLES_DIR = MODELS_DIR.parent / "samples"  # the bundled sample smears, <class>/<file>.jpg
 PREFIX = "leukedge-"
 DEFAULT_MODEL = "default"
-SEVEN_BIT = "int8-7bit"  # name suffix of the INT8 files with 7-bit weights (AVX2 CPUs)
+# name suffix of the INT8 files for x86 CPUs without VNNI: 7-bit weights where ONNX Runtime's
+# kernels add pairs of products in 16 bits, 8-bit in the depthwise convolutions
+AVX2_VARIANT = "int8-avx2"
 
 
 class ModelNotFoundError(LeukedgeError, FileNotFoundError):
@@ -41,20 +43,21 @@ def best_variant(name: str, bundled: dict[str, Path]) -> Optional[str]:
     """The file a precision-free ``name`` stands for on this CPU, of those bundled:
 
     - ``name-int8`` (full 8-bit weights) on a CPU with VNNI, whose INT8 kernels are exact;
-    - ``name-int8-7bit`` (7-bit weights, :data:`SEVEN_BIT`) on an x86 CPU without VNNI
-      (AVX2), where full 8-bit weights can saturate and 7-bit ones cannot; bundled only after
-      its labels agreed with FP32 under an emulated AVX2-only CPU (docs/RESULTS.md);
+    - ``name-int8-avx2`` (:data:`AVX2_VARIANT`) on an x86 CPU without VNNI (AVX2), where
+      full 8-bit weights can saturate; its weights cannot (``leukedge quantize --reduce-range
+      --depthwise-8bit``); bundled only after it gave, under an emulated AVX2-only CPU, the
+      same results as natively and FP32's labels (docs/RESULTS.md, "INT8 and the CPU");
     - else ``name-fp32``: where the CPU cannot be told (no /proc/cpuinfo with numpy 1.x, ARM)
       FP32 is the file known to be exact;
     - else whichever INT8 file there is.
     """
-    int8, seven, fp32 = f"{name}-int8", f"{name}-{SEVEN_BIT}", f"{name}-fp32"
+    int8, avx2, fp32 = f"{name}-int8", f"{name}-{AVX2_VARIANT}", f"{name}-fp32"
     vnni = has_int8_vnni()
     if vnni is True and int8 in bundled:
         return int8
-    if vnni is False and seven in bundled:
-        return seven
-    for candidate in (fp32, int8, seven):
+    if vnni is False and avx2 in bundled:
+        return avx2
+    for candidate in (fp32, int8, avx2):
         if candidate in bundled:
             return candidate
     return None
@@ -92,7 +95,7 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
 
 def _names(bundled: dict[str, Path]) -> list[str]:
     """Bundled names, with the precision-free aliases first."""
-    suffixes = ("-int8", "-fp32", f"-{SEVEN_BIT}")
+    suffixes = ("-int8", "-fp32", f"-{AVX2_VARIANT}")
     aliases = sorted({n[:n.rindex(s)] for n in bundled for s in suffixes if n.endswith(s)})
     return aliases + list(bundled)
 

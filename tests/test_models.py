@@ -26,22 +26,22 @@ def test_default_picks_int8_on_vnni_cpus_only(shelf, monkeypatch, vnni, expected
     assert resolve_model("default").name == f"leukedge-{expected}.onnx"
 
 
-@pytest.mark.parametrize("vnni, expected", [(True, "default-int8"), (False, "default-int8-7bit"),
+@pytest.mark.parametrize("vnni, expected", [(True, "default-int8"), (False, "default-int8-avx2"),
                                             (None, "default-fp32")])
-def test_seven_bit_int8_is_picked_on_x86_without_vnni(shelf, monkeypatch, vnni, expected):
-    (shelf / "leukedge-default-int8-7bit.onnx").write_bytes(b"x")
+def test_avx2_int8_is_picked_on_x86_without_vnni(shelf, monkeypatch, vnni, expected):
+    (shelf / "leukedge-default-int8-avx2.onnx").write_bytes(b"x")
     monkeypatch.setattr(models, "has_int8_vnni", lambda: vnni)
     assert resolve_model("default").name == f"leukedge-{expected}.onnx"
-    assert resolve_model("default-int8-7bit").name == "leukedge-default-int8-7bit.onnx"
+    assert resolve_model("default-int8-avx2").name == "leukedge-default-int8-avx2.onnx"
     assert models._names(bundled_models())[:2] == ["default", "fast"]  # one alias each
 
 
-def test_a_lone_seven_bit_file_is_used_on_any_cpu(tmp_path, monkeypatch):
-    (tmp_path / "leukedge-tiny-int8-7bit.onnx").write_bytes(b"x")
+def test_a_lone_avx2_file_is_used_on_any_cpu(tmp_path, monkeypatch):
+    (tmp_path / "leukedge-tiny-int8-avx2.onnx").write_bytes(b"x")
     monkeypatch.setattr(models, "MODELS_DIR", tmp_path)
     for vnni in (True, False, None):
         monkeypatch.setattr(models, "has_int8_vnni", lambda: vnni)
-        assert resolve_model("tiny").name == "leukedge-tiny-int8-7bit.onnx"
+        assert resolve_model("tiny").name == "leukedge-tiny-int8-avx2.onnx"
 
 
 def test_explicit_names_and_a_model_without_fp32(shelf, monkeypatch):

@@ -108,6 +108,88 @@ def test_quantize_checks_its_arguments(tiny_model_path, make_tiny_onnx, calib_di
     assert not (tmp_path / "x.onnx").exists()
 
 
+# ------------------------------------------------------- 7-bit weights, 8-bit depthwise
+
+
+def _convnet_model(path: Path, size: int = 16) -> Path:
+    """A one-file model whose network has a pointwise, a depthwise and a grouped (not
+    depthwise) convolution and a dense layer, with seeded random weights."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    weights = {"pw": rng.normal(0, 0.5, (8, 3, 1, 1)), "dw": rng.normal(0, 0.5, (8, 1, 3, 3)),
+               "gc": rng.normal(0, 0.5, (8, 4, 3, 3)), "W": rng.normal(0, 0.5, (8, 4)),
+               "axes": np.array([2, 3])}
+    nodes = [helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+             helper.make_node("Conv", ["nchw", "pw"], ["c1"], name="pointwise"),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "dw"], ["c2"], group=8, pads=[1] * 4,
+                              name="depthwise"),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "gc"], ["c3"], group=2, pads=[1] * 4,
+                              name="grouped"),
+             helper.make_node("ReduceMean", ["c3", "axes"], ["features"], keepdims=0),
+             helper.make_node("MatMul", ["features", "W"], ["logits"], name="dense")]
+    inits = [numpy_helper.from_array(v.astype(np.int64 if k == "axes" else np.float32), k)
+             for k, v in weights.items()]
+    graph = helper.make_graph(
+        nodes, "convnet",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 8])], inits)
+    net = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    net.ir_version = 9
+    spec = PreprocessSpec(input_size=(size, size))
+    model = compose_model(net, spec)
+    embed_contract(model, ModelContract(classes=CLASSES, preprocessing=spec,
+                                        outputs=output_names(False), review_below=0.0))
+    save_model(model, path)
+    return path
+
+
+def _weight_ranges(path: Path) -> dict[str, int]:
+    """Largest |quantized weight| of each convolution / dense weight in a QDQ file."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    stored = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    out = {}
+    for node in graph.node:
+        source = node.input[0]
+        if node.op_type == "DequantizeLinear" and source in stored and \
+                stored[source].dtype == np.int8:
+            out[source.split("_quantized")[0]] = int(np.abs(stored[source].astype(int)).max())
+    return out
+
+
+def test_depthwise_weights_keep_8_bits_while_matrix_products_get_7(calib_dir, tmp_path):
+    """--reduce-range --depthwise-8bit: only the depthwise convolution's weights use the whole
+    int8 range; the pointwise, grouped and dense weights stay within 7 bits (what AVX2's
+    paired 16-bit sums need), and the child still classifies."""
+    from leukedge.export.quant_backends import _depthwise_weights
+
+    model = _convnet_model(tmp_path / "convnet.onnx")
+    assert _depthwise_weights(model) == ["net/dw"]
+    files = tuple(calibration_files(calib_dir, 8))
+    ranges = {}
+    for name, dw8 in (("all7", False), ("dw8", True)):
+        out = tmp_path / f"{name}.onnx"
+        quantize_model(model, out, QuantizeOptions("static", files, reduce_range=True,
+                                                   depthwise_full_range=dw8), force=True)
+        ranges[name] = _weight_ranges(out)
+        assert Classifier(out, provider="cpu").predict(files[0]).label in CLASSES
+    assert set(ranges["dw8"]) == {"net/pw", "net/dw", "net/gc", "net/W"}
+    assert all(v <= 64 for v in ranges["all7"].values())
+    assert ranges["dw8"]["net/dw"] == 127
+    assert all(ranges["dw8"][k] <= 64 for k in ("net/pw", "net/gc", "net/W"))
+    assert read_contract(tmp_path / "dw8.onnx").quantization["depthwise_full_range"] == 1
+    with pytest.raises(ValueError, match="--depthwise-8bit applies to --method static with "
+                                         "--reduce-range"):
+        quantize_model(model, tmp_path / "x.onnx", QuantizeOptions(
+            "static", files, reduce_range=False, depthwise_full_range=True))
+
+
 # ----------------------------------------------------------------------------- the gate
 
 
@@ -228,8 +310,13 @@ def test_cli_quantize_fp16_and_errors(tiny_model_path, calib_dir, tmp_path):
     unchecked = runner.invoke(app, ["quantize", str(tiny_model_path), "--method", "fp16",
                                     "--out", str(tmp_path / "u.onnx")])
     assert unchecked.exit_code == 2 and "needs real images" in unchecked.output
+    lone = runner.invoke(app, ["quantize", str(tiny_model_path), "--calib", str(calib_dir),
+                               "--no-reduce-range", "--depthwise-8bit",
+                               "--out", str(tmp_path / "d.onnx")])
+    assert lone.exit_code == 2 and "--depthwise-8bit applies to" in lone.output
+    assert not (tmp_path / "d.onnx").exists()
     helptext = runner.invoke(app, ["quantize", "--help"])
-    assert "--reduce-range" in helptext.output
+    assert "--reduce-range" in helptext.output and "--depthwise-8bit" in helptext.output
 
 
 def test_child_takes_cross_validated_metrics_only_for_the_setting_measured(tiny_model_path):
@@ -282,7 +369,8 @@ def test_gate_refusal_names_the_saturating_cpu_and_the_flag() -> None:
     message = str(_gate_error(failed, emulated, child, []))
     assert "Nothing was written" in message and "98.50%" in message
     assert describe_machine()["int8_acceleration"] in message
-    assert message.endswith("Quantize with --reduce-range (7-bit weights).")
+    assert message.endswith("Quantize with --reduce-range --depthwise-8bit (7-bit weights "
+                            "where the kernels sum pairs in 16 bits).")
     child = SimpleNamespace(options=QuantizeOptions("dynamic", reduce_range=True))
     assert str(_gate_error(failed, emulated, child, [])).endswith(
         "Try --no-per-channel or --method fp16.")

@@ -24,9 +24,10 @@ import pngjs from "pngjs";
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const MODELS = path.join(HERE, "..", "..", "runtime", "assets", "models");
 
-// ONNX Runtime's INT8 kernels are exact on x86 CPUs with VNNI; elsewhere (AVX2 only, or a CPU
-// whose features cannot be read) the FP32 file is the one known to be exact, as in leukedge's
-// Python runtime (runtime/models.py).
+// ONNX Runtime's INT8 kernels are exact on x86 CPUs with VNNI; on x86 CPUs without it (AVX2)
+// the -int8-avx2 file is, where bundled (7-bit weights where those kernels pair products in
+// 16 bits); where the CPU's features cannot be read the FP32 file is the one known to be exact.
+// The same choice as leukedge's Python runtime (runtime/models.py).
 export function hasInt8Vnni(cpuinfo = "/proc/cpuinfo") {
   try {
     const flags = fs.readFileSync(cpuinfo, "utf8").split("\n").find((l) => l.startsWith("flags"));
@@ -37,8 +38,12 @@ export function hasInt8Vnni(cpuinfo = "/proc/cpuinfo") {
   }
 }
 
-export function defaultModel(vnni = hasInt8Vnni()) {
-  return path.join(MODELS, `leukedge-default-${vnni === true ? "int8" : "fp32"}.onnx`);
+export function defaultModel(vnni = hasInt8Vnni(), arch = process.arch, models = MODELS) {
+  const file = (precision) => path.join(models, `leukedge-default-${precision}.onnx`);
+  if (vnni === true) return file("int8");
+  const x86 = arch === "x64" || arch === "ia32";
+  if (vnni === false && x86 && fs.existsSync(file("int8-avx2"))) return file("int8-avx2");
+  return file("fp32");
 }
 const DECIMALS = 1e6; // leukedge reports and compares confidences at 6 decimals
 
