@@ -281,7 +281,10 @@ def infer(
         help="ONNX Runtime threads per model run (1-256). Default: 1 when there is more than "
              "one batch (batches then run side by side, one per CPU), else the CPUs this "
              "process may use (at most 8).")] = None,
-    batch_size: Annotated[int, typer.Option(min=1, max=4096, help="Images per model run.")] = 16,
+    batch_size: Annotated[int, typer.Option(
+        min=1, max=4096, help="Images per batch, the unit a worker reads and classifies; on "
+                              "the CPU the model takes at most 4 of them at a time "
+                              "(faster there).")] = 16,
     fmt: Annotated[OutputFormat, typer.Option(
         "--format", "-f", help="table, json (JSON Lines, one object per input) or csv.")
     ] = OutputFormat.table,

@@ -133,3 +133,24 @@ def test_default_workers_fill_the_cpus(monkeypatch, cpus, per_run, expected):
     monkeypatch.setattr(pipeline, "usable_cpus", lambda: cpus)
     fake = SimpleNamespace(session_info=SimpleNamespace(intra_op_threads=per_run))
     assert pipeline.default_workers(fake) == expected
+
+
+@pytest.mark.parametrize("provider, runs", [("cpu", [4, 4, 4, 4, 4, 2]),
+                                            ("cuda", [12, 10])])
+def test_cpu_model_runs_stay_cache_sized(tiny_model_path, sample_images, provider, runs):
+    """22 files in batches of 12: on the CPU provider the model runs 4 images at a time (faster
+    per thread there), on a GPU the whole batch; the results are the same either way."""
+    clf = Classifier(tiny_model_path, provider="cpu")
+    sizes = []
+    original = clf.run
+    object.__setattr__(clf, "run", lambda pixels, names=None: sizes.append(len(pixels))
+                       or original(pixels, names))
+    if provider != "cpu":  # the run size follows the provider the session really has
+        object.__setattr__(clf, "session_info", clf.session_info.__class__(
+            **{**clf.session_info.__dict__, "providers": ("CUDAExecutionProvider",)}))
+    sources = (list(sample_images) * 3)[:22]
+    results = list(classify_files(clf, sources, batch_size=12, workers=0))
+    assert sizes == runs
+    reference = Classifier(tiny_model_path, provider="cpu")
+    assert [r.prediction.probabilities for r in results] == \
+        [p.probabilities for p in reference.predict_batch(sources, batch_size=22)]
