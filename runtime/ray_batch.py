@@ -33,6 +33,10 @@ LOCAL_OBJECT_STORE_BYTES = 128 * 2**20  # only paths and rows travel, never pixe
 # Ray 2.60 gives its raylet 30 s to register, which a PC busy with other work can miss
 LOCAL_START_ATTEMPTS = 3
 MAX_BLOCKS = 2000  # blocks of batches handed to the actors (each block goes to one actor)
+# Batches per actor call at most (each actor still gets two calls or more): with one batch of
+# 16 per call, Ray's per-call cost held 2 local actors to 206 images/s against 268 for a plain
+# run on 2,600 images; with 8, 252 against 277 (bench/bench_ray.py, docs/scale.md)
+BATCHES_PER_CALL = 8
 
 
 class RaySetupError(LeukedgeError, RuntimeError):
@@ -156,10 +160,12 @@ def classify_on_ray(classifier: Any, sources: Sequence, batch_size: int = 16,
     starts = range(0, len(sources), batch_size)
     items = [{"start": s, "paths": [os.fsencode(str(p)) for p in sources[s:s + batch_size]]}
              for s in starts]
-    dataset = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+    per_call = max(1, min(BATCHES_PER_CALL, len(items) // max(1, 2 * actors)))
+    dataset = ray.data.from_items(items, override_num_blocks=min(
+        -(-len(items) // per_call), MAX_BLOCKS))
     model = classifier.model_path
     dataset = dataset.map_batches(
-        ClassifyBatches, batch_size=1, batch_format="numpy", num_cpus=threads,
+        ClassifyBatches, batch_size=per_call, batch_format="numpy", num_cpus=threads,
         compute=ray.data.ActorPoolStrategy(size=actors),
         # the model's bytes once in the object store, by a reference in a list: an actor
         # restarted on another node fetches them again
