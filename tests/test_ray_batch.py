@@ -55,9 +55,11 @@ def small_ray():
 
 
 @pytest.mark.slow
-def test_two_ray_actors_write_the_local_runs_rows_in_order(small_ray, images, tiny_model_path):
-    common = ["infer", *images, "-m", tiny_model_path, "-f", "json", "--batch-size", 3,
-              "--threads", 1]
+@pytest.mark.parametrize("batch_size", [3, 1])  # 1: 10 batches, 2 per actor call
+def test_two_ray_actors_write_the_local_runs_rows_in_order(small_ray, images, tiny_model_path,
+                                                           batch_size):
+    common = ["infer", *images, "-m", tiny_model_path, "-f", "json", "--batch-size",
+              batch_size, "--threads", 1]
     local = invoke(*common)
     on_ray = invoke(*common, "--ray", "local")  # joins the Ray this process already runs
     assert local.exit_code == on_ray.exit_code == 1, on_ray.output  # 1: the corrupt file
