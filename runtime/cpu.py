@@ -2,10 +2,11 @@
 
 ONNX Runtime's x86 INT8 kernels multiply uint8 activations by int8 weights. With VNNI
 (AVX512-VNNI, AVX-VNNI, AMX) the products accumulate in 32 bits; without it (SSE4/AVX2, older
-AVX-512) pairs of products are first summed in 16 bits and can saturate, which costs accuracy
-unless the weights were quantized to 7 bits (``leukedge quantize --reduce-range``). So an INT8
-model with full 8-bit weights is run on VNNI CPUs only, and the bundled ``default`` name picks
-the FP32 file elsewhere.
+AVX-512) its matrix-product kernels first sum pairs of products in 16 bits and can saturate,
+which costs accuracy unless those weights were quantized to 7 bits (``leukedge quantize
+--reduce-range --depthwise-8bit``). So an INT8 model with full 8-bit weights is run on VNNI CPUs
+only; the bundled ``default`` name picks the ``-int8-avx2`` file on other x86 CPUs and FP32
+where the CPU cannot be told (:mod:`leukedge.runtime.models`).
 
 Detection: the flags of /proc/cpuinfo (Linux), else numpy's own dispatch table (AVX512-VNNI).
 This module is the one reader of the CPU's description; benchmarks record it through

@@ -71,3 +71,41 @@ def test_vnni_detection_reads_this_cpu():
     from leukedge.runtime.cpu import has_int8_vnni
 
     assert has_int8_vnni() in (True, False, None)
+
+
+@pytest.mark.parametrize("machine, flags, numpy_table, expected", [
+    ("x86_64", "fpu avx2 avx512_vnni", None, True),           # Linux, /proc/cpuinfo
+    ("x86_64", "fpu avx2 avx_vnni", None, True),
+    ("x86_64", "fpu avx2 fma", None, False),
+    ("AMD64", None, {"AVX2": True, "AVX512VNNI": True}, True),  # Windows: numpy 2's table
+    ("AMD64", None, {"AVX2": True, "AVX512VNNI": False}, False),
+    ("AMD64", None, "numpy 1.x", None),                       # no np._core: unknown
+    ("arm64", None, {"ASIMD": True}, None),                    # not x86: unknown
+    ("aarch64", "fp asimd", None, None),
+])
+def test_every_cpu_answer_picks_a_file_exact_on_that_cpu(shelf, monkeypatch, machine, flags,
+                                                          numpy_table, expected):
+    """Each way the CPU is told (or not) -> VNNI yes / no / unknown -> the file `default` means:
+    INT8 with VNNI, the AVX2 file on other x86 CPUs, FP32 where the CPU is unknown."""
+    import sys
+    import types
+
+    from leukedge.runtime import cpu
+
+    (shelf / "leukedge-default-int8-avx2.onnx").write_bytes(b"x")
+    monkeypatch.setattr(cpu.platform, "machine", lambda: machine)
+    monkeypatch.setattr(cpu, "cpuinfo", lambda: {"flags": flags} if flags else {})
+    if numpy_table is not None:  # the numpy that has_int8_vnni imports
+        core = types.SimpleNamespace(_multiarray_umath=types.SimpleNamespace(
+            __cpu_features__=numpy_table))
+        fake = types.SimpleNamespace() if numpy_table == "numpy 1.x" else \
+            types.SimpleNamespace(_core=core)
+        monkeypatch.setitem(sys.modules, "numpy", fake)
+    cpu.has_int8_vnni.cache_clear()
+    try:
+        assert cpu.has_int8_vnni() is expected
+        monkeypatch.setattr(models, "has_int8_vnni", cpu.has_int8_vnni)
+        want = {True: "default-int8", False: "default-int8-avx2", None: "default-fp32"}[expected]
+        assert resolve_model("default").name == f"leukedge-{want}.onnx"
+    finally:
+        cpu.has_int8_vnni.cache_clear()
