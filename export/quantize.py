@@ -23,8 +23,7 @@ FP32 on average where 7-bit everywhere lost 0.43 and full range gained 0.05
 the default is the setting that is right there; ``--reduce-range --depthwise-8bit`` makes a
 model for AVX2-only PCs on a VNNI machine (the runtime warns when a full-range model runs on
 such a PC, see :mod:`leukedge.runtime.cpu`). ``uint8`` weights (u8u8 kernels) also avoid
-saturation but were 10-20x slower for EfficientNet-Lite's depthwise convolutions on the VNNI
-CPU.
+saturation but were 10-20x slower for depthwise convolutions on the VNNI CPU.
 
 The child keeps the parent's contract with ``precision``, ``quantization`` and
 ``provenance.parent_sha256`` updated. It is written only when it agrees with its parent (top-1

@@ -21,7 +21,7 @@ from typing import Optional
 from .contract import leukedge_version
 from .cpu import cpu_flags, has_int8_vnni
 from .files import sha256_file
-from .models import MODELS_DIR, bundled_models, resolve_model
+from .models import AVX2_VARIANT, MODELS_DIR, bundled_models, resolve_model
 
 ORT_WHEELS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
               "onnxruntime-silicon", "onnxruntime-qnn")
@@ -112,10 +112,19 @@ def check_cpu() -> list[Check]:
         default = resolve_model("default").name
     except (OSError, ValueError) as e:
         return [Check("cpu", "ok", seen), Check("default model", "fail", str(e))]
-    why = {True: "INT8 (this CPU has VNNI)", False: "FP32 (no VNNI: INT8 could saturate)",
-           None: "FP32 (INT8 exactness unknown on this CPU)"}[vnni]
     return [Check("cpu", "ok", f"{platform.machine()}: {seen}"),
-            Check("default model", "ok", f"{default}: {why}")]
+            Check("default model", "ok", f"{default}: {_why(default, vnni)}")]
+
+
+def _why(file_name: str, vnni: Optional[bool]) -> str:
+    """Why ``default`` means this file here (:func:`~leukedge.runtime.models.best_variant`)."""
+    if file_name.endswith(f"-{AVX2_VARIANT}.onnx"):
+        return "INT8 made for CPUs without VNNI (7-bit weights where INT8 could saturate)"
+    if file_name.endswith("-int8.onnx"):
+        return "INT8 (this CPU has VNNI)" if vnni else "INT8 (the only file bundled)"
+    return {True: "FP32 (no INT8 file bundled)",
+            False: "FP32 (no VNNI, and no INT8 file for such CPUs bundled)",
+            None: "FP32 (INT8 exactness unknown on this CPU)"}[vnni]
 
 
 def check_bundled_models() -> list[Check]:

@@ -48,3 +48,21 @@ def test_conflicting_onnxruntime_wheels_fail(monkeypatch):
 def test_a_missing_output_folder_fails(tmp_path):
     result = _run("--output-dir", tmp_path / "nope")
     assert result.exit_code == 1 and "output folder writable" in result.stdout
+
+
+def test_the_default_model_line_says_why_for_each_cpu(monkeypatch):
+    """With VNNI the INT8 file, without it the AVX2 file, unknown CPUs FP32: each named with
+    its reason (the bundled files, as shipped)."""
+    import leukedge.runtime.models as models
+
+    seen = {}
+    for vnni in (True, False, None):
+        monkeypatch.setattr(doctor, "has_int8_vnni", lambda: vnni)
+        monkeypatch.setattr(models, "has_int8_vnni", lambda: vnni)
+        line = [c for c in doctor.check_cpu() if c.name == "default model"][0]
+        assert line.status == "ok"
+        seen[vnni] = line.detail
+    assert seen[True] == "leukedge-default-int8.onnx: INT8 (this CPU has VNNI)"
+    assert seen[False].startswith("leukedge-default-int8-avx2.onnx: INT8 made for CPUs "
+                                  "without VNNI")
+    assert seen[None] == "leukedge-default-fp32.onnx: FP32 (INT8 exactness unknown on this CPU)"
