@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .batching import CPU_RUN_IMAGES, PIXEL_BUDGET, PixelBudget, model_runs, pixels_of
+from .batching import PIXEL_BUDGET, PixelBudget, model_runs, pixels_of
 from .classifier import Classifier, Prediction
 from .decode import (MAX_PIXELS, ImageError, ImageSource, decode_inspected, describe_source,
                      inspect_image, load_image, read_file_bytes)
@@ -158,11 +158,9 @@ def _results(classifier: Classifier, sources: Sequence[ImageSource], decoded: di
 
 
 def run_images(classifier: Classifier, batch_size: int) -> int:
-    """Images per model run for a batch: at most :data:`~leukedge.runtime.batching.CPU_RUN_IMAGES`
-    on the CPU provider (cache-sized runs are faster there), the whole batch elsewhere."""
-    if classifier.session_info.provider == "cpu":
-        return min(batch_size, CPU_RUN_IMAGES)
-    return batch_size
+    """Images per model run for a batch: the classifier's :attr:`~Classifier.run_images` (a few
+    on the CPU provider, where cache-sized runs are faster), at most the whole batch."""
+    return min(batch_size, classifier.run_images)
 
 
 def _process(classifier: Classifier, batch: Sequence[ImageSource], keep_images: bool,

@@ -151,6 +151,9 @@ def test_cpu_model_runs_stay_cache_sized(tiny_model_path, sample_images, provide
     sources = (list(sample_images) * 3)[:22]
     results = list(classify_files(clf, sources, batch_size=12, workers=0))
     assert sizes == runs
+    sizes.clear()  # the classifier's own batches (watch, serve, predict_batch) too
+    clf.predict_batch(sources, batch_size=12)
+    assert sizes == runs
     reference = Classifier(tiny_model_path, provider="cpu")
     assert [r.prediction.probabilities for r in results] == \
         [p.probabilities for p in reference.predict_batch(sources, batch_size=22)]
