@@ -23,7 +23,8 @@
 #   bash bench/make_default_model.sh [DATA_DIR]     # default ../shared/data/ALL
 #
 # Times on the 2-core development machine (docs/RESULTS.md): about 35 minutes for the
-# cross-validations' training, 25 for their evaluation, 12 for the final models.
+# cross-validations' training, 25 for their evaluation, 12 for the final models, 7 for the
+# emulated AVX2 check (needs Debian's qemu-user: apt-get install qemu-user).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data/ALL}"
