@@ -54,9 +54,12 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory, make_tiny_onnx) -> Path:
-    """A tiny FP32 parent with an INT8 sibling beside it (same graph, INT8 contract)."""
+    """A tiny FP32 parent with two quantized siblings beside it, INT8 and INT8 for AVX2 (same
+    graph, INT8 contracts)."""
     folder = tmp_path_factory.mktemp("parent")
     make_tiny_onnx(folder / "tiny-int8.onnx", precision="int8", review_below=0.6)
+    make_tiny_onnx(folder / "tiny-int8-avx2.onnx", precision="int8", review_below=0.6,
+                   quantization={"method": "static", "reduce_range": True})
     return make_tiny_onnx(folder / "tiny-fp32.onnx", review_below=0.6)
 
 
@@ -116,13 +119,39 @@ def test_the_adapted_model_is_a_one_file_model_with_the_parents_contract(adapted
     assert c.input_checks.max_ood_score >= p.input_checks.max_ood_score
 
 
-def test_the_int8_sibling_gets_the_same_site_head(adapted, parent):
+@pytest.mark.parametrize("suffix", ["int8", "int8-avx2"])
+def test_each_quantized_sibling_gets_the_same_site_head(adapted, parent, suffix):
     _, run, _ = adapted
-    int8 = Classifier(run / "model-int8.onnx")
-    assert int8.contract.precision == "int8"
-    assert int8.contract.provenance["parent_sha256"] == sha256_file(
-        parent.with_name("tiny-int8.onnx"))
-    assert predictions_on_new_site_images(run / "model-int8.onnx") >= 0.9
+    sibling = Classifier(run / f"model-{suffix}.onnx")
+    assert sibling.contract.precision == "int8"
+    assert sibling.contract.provenance["parent_sha256"] == sha256_file(
+        parent.with_name(f"tiny-{suffix}.onnx"))
+    assert predictions_on_new_site_images(run / f"model-{suffix}.onnx") >= 0.9
+    report = json.loads((run / "report.json").read_text())
+    key = suffix.replace("-", "_")
+    assert report["files"][f"model_{key}"] == f"model-{suffix}.onnx"
+    assert report["parity"][f"{key}_agreement"]["argmax_agreement"] >= 0.95
+
+
+@pytest.mark.parametrize("named, vnni", [("tiny-fp32.onnx", None), ("tiny-int8.onnx", None),
+                                         ("tiny-int8-avx2.onnx", None), ("default", True),
+                                         ("default", False), ("default", None)])
+def test_a_quantized_name_fits_on_its_fp32_file(parent, monkeypatch, named, vnni):
+    """Whatever file --from names (or `default` picks on this CPU), adapt fits on the FP32
+    file and carries the head into every quantized sibling."""
+    from leukedge.modelkit.adaptation.site_model import parent_files
+    from leukedge.runtime import models
+
+    monkeypatch.setattr(models, "has_int8_vnni", lambda: vnni)
+    files = parent_files(named if named == "default" else parent.with_name(named))
+    if named == "default":
+        assert files.fitted.name == "leukedge-default-fp32.onnx"
+        assert sorted(files.siblings) == sorted(
+            s for s in ("int8", "int8-avx2") if f"default-{s}" in models.bundled_models())
+    else:
+        assert files.fitted == parent
+        assert {s: f.name for s, f in files.siblings.items()} == {
+            "int8": "tiny-int8.onnx", "int8-avx2": "tiny-int8-avx2.onnx"}
 
 
 def test_the_review_threshold_is_never_lowered():

@@ -7,8 +7,9 @@
    model file and run on the held-out images; the pooled held-out predictions are scored beside
    the parent's (``report.json``, ``report.html``; :mod:`.adapt_report`).
 3. The model: the same fit on every site image, written as ``model.onnx`` (and
-   ``model-int8.onnx`` where the parent has an INT8 sibling), each checked to compute what was
-   fitted (:func:`.site_model.check_parity`) and opened as the runtime opens a model.
+   ``model-int8.onnx``, ``model-int8-avx2.onnx`` where the parent has those siblings), each
+   checked to compute what was fitted (:func:`.site_model.check_parity`) and opened as the
+   runtime opens a model.
 
 Example:
     >>> result = adapt_to_site("site_images/", "runs/site-a", parent="default")
@@ -35,11 +36,11 @@ from .offset_logistic import one_blas_thread
 from .site_fit import fit_site, fold_count, outer_folds
 from .site_graph import feature_tensors, probe_model
 from .site_images import MIN_PER_CLASS, SiteImages, load_site
-from .site_model import (METHOD, build_site_model, check_parity, measure, parent_files,
-                         site_contract)
+from .site_model import (METHOD, SIBLINGS, build_site_model, check_parity, measure,
+                         parent_files, site_contract)
 
 DEFAULT_FOLDS = 5
-MODEL_FILE, INT8_FILE = "model.onnx", "model-int8.onnx"
+MODEL_FILE = "model.onnx"
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
 
@@ -58,8 +59,9 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise ValueError(f"--out {display_path(out_dir)} is a file, not a folder")
     if out_dir.exists() and not overwrite:
         raise ValueError(f"--out {display_path(out_dir)} already exists; pass --overwrite to "
-                         f"replace its {MODEL_FILE}, {INT8_FILE} and reports, or choose a new "
-                         "folder")
+                         f"replace its model files ({MODEL_FILE}, "
+                         f"{', '.join(sibling_file(s) for s in SIBLINGS)}) and reports, or "
+                         "choose a new folder")
 
 
 def _load_proto(path: Path):
@@ -154,9 +156,12 @@ def _adapt(data_dir, out_dir: Path, parent, overwrite: bool, folds: int,
     finally:
         unchecked.unlink(missing_ok=True)
     adapted_result.model["model_sha256"] = sha256_file(written["model"])
-    int8 = _int8(files, fit, provenance, metrics, out_dir, site, final, threads, overwrite)
-    if int8 is not None:
-        written["model_int8"], parity["int8_agreement"] = int8
+    for suffix in SIBLINGS:
+        done = _sibling(suffix, files, fit, provenance, metrics, out_dir, site, final, threads,
+                        overwrite)
+        if done is not None:
+            key = suffix.replace("-", "_")
+            written[f"model_{key}"], parity[f"{key}_agreement"] = done
     report = {"method": METHOD, "folds": k, "site": provenance, "parent": parent_result.to_dict(),
               "adapted": adapted_result.to_dict(), "fit": fit.summary,
               "parity": parity, "files": {k_: v.name for k_, v in written.items()},
@@ -166,20 +171,27 @@ def _adapt(data_dir, out_dir: Path, parent, overwrite: bool, folds: int,
     return AdaptResult(out_dir, written, report)
 
 
-def _int8(files, fit, provenance, metrics, out_dir: Path, site: SiteImages, fp32: Classifier,
-          threads: Optional[int], overwrite: bool):
-    """The INT8 sibling with the same site head: (its path, its agreement with FP32 on the
-    site images); None when the parent has no INT8 file (a stale one is removed)."""
-    path = out_dir / INT8_FILE
-    if files.int8 is None:
+def sibling_file(suffix: str) -> str:
+    """The adapted file of the parent's ``X-<suffix>.onnx`` sibling: ``model-<suffix>.onnx``."""
+    return f"{Path(MODEL_FILE).stem}-{suffix}.onnx"
+
+
+def _sibling(suffix: str, files, fit, provenance, metrics, out_dir: Path, site: SiteImages,
+             fp32: Classifier, threads: Optional[int], overwrite: bool):
+    """The quantized sibling ``suffix`` (int8, int8-avx2) with the same site head: (its path,
+    its agreement with FP32 on the site images); None when the parent has no such file (a
+    stale one is removed)."""
+    path = out_dir / sibling_file(suffix)
+    source = files.siblings.get(suffix)
+    if source is None:
         if overwrite and path.is_file():
             path.unlink()
         return None
-    proto = _load_proto(files.int8)
-    contract = contract_of_proto(proto, str(files.int8))
+    proto = _load_proto(source)
+    contract = contract_of_proto(proto, str(source))
     model = build_site_model(proto, site_contract(
-        contract, fit, sha256_file(files.int8), {**provenance, "parent_file": files.int8.name,
-                                                 "fp32_sibling": MODEL_FILE}, metrics), fit)
+        contract, fit, sha256_file(source), {**provenance, "parent_file": source.name,
+                                             "fp32_sibling": MODEL_FILE}, metrics), fit)
     save_model(model, path)
     clf = Classifier(path, provider="cpu", threads=threads)
     a = np.array([[p.probabilities[c] for c in fp32.classes]

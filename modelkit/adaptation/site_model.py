@@ -1,9 +1,10 @@
 """From a :class:`~.site_fit.SiteFit` to model files: the parent and its INT8 sibling, the
 adapted graph with its contract, and the check that the file computes what was fitted.
 
-A parent ``X-fp32.onnx`` (or ``X.onnx``) with an ``X-int8.onnx`` beside it is fitted on its
-FP32 file and both get the same site head; naming the INT8 file (or a bundled name such as
-``default``, which picks INT8 on a VNNI CPU) finds the FP32 one the same way.
+A parent ``X-fp32.onnx`` (or ``X.onnx``) with ``X-int8.onnx`` and ``X-int8-avx2.onnx`` beside
+it is fitted on its FP32 file and all get the same site head; naming a quantized file (or a
+bundled name such as ``default``, which picks INT8 on a VNNI CPU and the AVX2 file on other x86
+CPUs) finds the FP32 one the same way.
 """
 
 from __future__ import annotations
@@ -36,31 +37,45 @@ class ParityRefused(CheckRefused, RuntimeError):
     """The adapted graph does not compute what was fitted (exit 1)."""
 
 
+# the quantized siblings adapt carries the site head into, by name suffix
+SIBLINGS = ("int8", "int8-avx2")
+
+
 @dataclass(frozen=True)
 class ParentFiles:
-    """The file adapt fits on, and its INT8 sibling when there is one."""
+    """The file adapt fits on, and its quantized siblings (suffix -> file) where it has some:
+    ``int8`` (full 8-bit weights) and ``int8-avx2`` (for CPUs without VNNI)."""
 
     fitted: Path
-    int8: Optional[Path]
+    siblings: dict[str, Path]
+
+    @property
+    def int8(self) -> Optional[Path]:
+        return self.siblings.get("int8")
 
 
 def parent_files(model: str | os.PathLike | None) -> ParentFiles:
-    """``--from`` (a bundled name or a file; None: the bundled default) -> its files.
+    """``--from`` (a bundled name or a file; None: the bundled default) -> its files. A
+    quantized file (``X-int8.onnx``, ``X-int8-avx2.onnx``, or a bundled name that picks one on
+    this CPU) leads to its FP32 file (``X-fp32.onnx`` or ``X.onnx``) when there is one.
 
     Raises:
         ModelNotFoundError: no such model.
     """
     path = resolve_model(model)
     stem = path.name[:-len(".onnx")] if path.name.endswith(".onnx") else path.stem
-    if stem.endswith("-int8"):
-        base = stem[:-len("-int8")]
-        for fp32 in (path.with_name(f"{base}-fp32.onnx"), path.with_name(f"{base}.onnx")):
-            if fp32.is_file():
-                return ParentFiles(fp32, path)
-        return ParentFiles(path, None)
-    base = stem[:-len("-fp32")] if stem.endswith("-fp32") else stem
-    int8 = path.with_name(f"{base}-int8.onnx")
-    return ParentFiles(path, int8 if int8.is_file() else None)
+    base = stem
+    for suffix in sorted(SIBLINGS, key=len, reverse=True) + ["fp32"]:
+        if stem.endswith(f"-{suffix}"):
+            base = stem[:-len(suffix) - 1]
+            break
+    fitted = path
+    if base != stem and not stem.endswith("-fp32"):
+        fitted = next((f for f in (path.with_name(f"{base}-fp32.onnx"),
+                                   path.with_name(f"{base}.onnx")) if f.is_file()), path)
+    siblings = {s: path.with_name(f"{base}-{s}.onnx") for s in SIBLINGS}
+    return ParentFiles(fitted, {s: f for s, f in siblings.items()
+                                if f.is_file() and f != fitted})
 
 
 def measure(classifier, images: Sequence[np.ndarray], labels: np.ndarray,
