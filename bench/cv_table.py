@@ -18,7 +18,8 @@ from pathlib import Path
 
 VARIANTS = {"fp32": "ONNX FP32", "int8": "ONNX INT8", "fp32_jitter": "FP32, colour jitter",
             "int8_jitter": "INT8, colour jitter", "fp32_tta4": "FP32 + TTA (4 quarter turns)",
-            "fp32_tta": "FP32 + TTA (8 flips and turns)", "int8_rr": "INT8, 7-bit weights"}
+            "fp32_tta": "FP32 + TTA (8 flips and turns)", "int8_rr": "INT8, 7-bit weights",
+            "int8_avx2": "INT8 for AVX2 (7-bit, 8-bit depthwise)"}
 
 
 def pct(row: dict, key: str) -> str:

@@ -17,7 +17,7 @@ import typer
 from .errors import EXIT_OK, fail, need, reported
 
 HELP = """Evaluate the folds of `leukedge crossval` as the product runs them: each fold
-exported to ONNX (FP32; a CNN also to INT8 full range and 7-bit), scored on its held-out
+exported to ONNX (FP32; a CNN also to INT8, full range and for AVX2), scored on its held-out
 images clean, under colour jitter and with test-time augmentation, and its input checks
 tried on images that are not smears.
 

@@ -6,8 +6,9 @@ Per fold (``fold<k>/eval.json``, skipped when present, so a run resumes):
 2. the one-file ONNX model (parity with the trained model on every 16th held-out image; input
    checks set on the fold's training images);
 3. for a CNN, static INT8 per channel, 200 calibration images from the fold's training images:
-   with full 8-bit weights (what VNNI CPUs run exactly) and with 7-bit weights (reduce range,
-   the setting that cannot saturate on CPUs without VNNI); SVM and XGBoost rows stay FP32;
+   with full 8-bit weights (what VNNI CPUs run exactly) and as the ``-int8-avx2`` files are
+   made (7-bit weights where CPUs without VNNI pair products in 16 bits, 8-bit depthwise: the
+   setting that cannot saturate there); SVM and XGBoost rows stay FP32;
 4. the held-out fold through every file, clean and under the colour jitter of docs/RESULTS.md
    (one draw per image, seed 2026), and FP32 with test-time augmentation (mean of the 8 flips
    and quarter turns);
@@ -47,7 +48,7 @@ from leukedge.runtime.decode import load_image
 from leukedge.runtime.files import atomic_write_text
 from leukedge.runtime.session import create_session
 
-from .fold_summary import INT8_SETTING, fold_metrics, write_summary
+from .fold_summary import INT8_AVX2_SETTING, INT8_SETTING, fold_metrics, write_summary
 from .onnx_export import export_classical, export_keras, model_probabilities
 from .quantize import QuantizeOptions, quantize_model
 
@@ -173,9 +174,8 @@ def _export_fold(folder: Path, model: Any, record: RunRecord, images: FoldImages
     quant = quantize_model(run.onnx_model, folder / "model-int8.onnx",
                            QuantizeOptions(calib_paths=calib, **INT8_SETTING), force=True)
     quant_s = time.perf_counter() - started
-    quantize_model(run.onnx_model, folder / "model-int8-rr.onnx",
-                   QuantizeOptions(calib_paths=calib, **{**INT8_SETTING, "reduce_range": True}),
-                   force=True)
+    quantize_model(run.onnx_model, folder / "model-int8-avx2.onnx",
+                   QuantizeOptions(calib_paths=calib, **INT8_AVX2_SETTING), force=True)
     return export, quant, export_s, quant_s
 
 
@@ -227,7 +227,7 @@ def evaluate_fold(folder: str | os.PathLike, model: Any, record: RunRecord,
                                                          fitted_on="fold validation split"))
     export, quant, export_s, quant_s = _export_fold(folder, model, record, images)
     files = {"fp32": "model.onnx"} if quant is None else {
-        "fp32": "model.onnx", "int8": "model-int8.onnx", "int8_rr": "model-int8-rr.onnx"}
+        "fp32": "model.onnx", "int8": "model-int8.onnx", "int8_avx2": "model-int8-avx2.onnx"}
     probs = _probabilities(folder, files, images.pixels)
     labels = images.labels
     return {

@@ -30,13 +30,17 @@ from leukedge.runtime.files import atomic_write_text
 from .cv_calibration import CvCalibration, precision_metrics
 
 MAX_REVIEW_RATE = 0.03
-# the INT8 row: full-range static int8 per channel (its 7-bit twin is the int8_rr row)
+# the INT8 row: full-range static int8 per channel; the int8_avx2 row: as the -int8-avx2 files
+# (7-bit weights but in depthwise convolutions); the int8_rr row of older evaluations: 7-bit
 INT8_SETTING = {"method": "static", "per_channel": True, "reduce_range": False,
                 "weight_type": "int8"}
+INT8_AVX2_SETTING = {**INT8_SETTING, "reduce_range": True, "depthwise_full_range": True}
 KEYS = ("accuracy", "cost_per_sample", "cost_sensitive_accuracy", "macro_f1", "weighted_f1")
 ROW_NAMES = {"fp32": "ONNX FP32", "int8": "ONNX INT8", "fp32_tta": "FP32 + TTA (8 views)",
              "fp32_tta4": "FP32 + TTA (4 quarter turns)",
              "int8_rr": "ONNX INT8, 7-bit weights", "int8_rr_jitter": "INT8 7-bit, colour jitter",
+             "int8_avx2": "ONNX INT8 for AVX2 (7-bit, 8-bit depthwise)",
+             "int8_avx2_jitter": "INT8 for AVX2, colour jitter",
              "fp32_jitter": "FP32, colour jitter", "int8_jitter": "INT8, colour jitter"}
 
 
@@ -73,7 +77,8 @@ def pooled_calibration(folds: list[dict]) -> dict:
 def summarise(folds: list[dict]) -> dict:
     """``summary.json``'s dict from the folds' ``eval.json`` dicts."""
     rows = {name: {k: mean_sd([f["rows"][name][k] for f in folds]) for k in KEYS}
-            for name in folds[0]["rows"]}
+            for name in folds[0]["rows"]  # a row every fold has (older folds: int8_rr)
+            if all(name in f["rows"] for f in folds)}
     quantized = "int8" in folds[0]["rows"]
     diff = [100 * (f["rows"]["int8"]["accuracy"] - f["rows"]["fp32"]["accuracy"])
             for f in folds] if quantized else []

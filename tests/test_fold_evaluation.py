@@ -139,7 +139,7 @@ def test_usage_errors_exit_2_naming_the_flag(args, flag, evaluated, crossval, tm
 
 
 @pytest.mark.slow
-def test_a_keras_fold_is_quantized_full_range_and_7_bit(tmp_path):
+def test_a_keras_fold_is_quantized_full_range_and_for_avx2(tmp_path):
     pytest.importorskip("tensorflow")
     from leukedge.export.cv_calibration import read_cv_calibration
     from leukedge.export.fold_evaluation import evaluate_crossval
@@ -150,7 +150,27 @@ def test_a_keras_fold_is_quantized_full_range_and_7_bit(tmp_path):
     result = evaluate_crossval(cv, data, load_fold)
     assert result.evaluated == (0,)
     e = json.loads((cv / "fold0" / "eval.json").read_text())
-    assert {"fp32", "int8", "int8_rr", "int8_jitter", "fp32_tta"} <= set(e["rows"])
+    assert {"fp32", "int8", "int8_avx2", "int8_jitter", "fp32_tta"} <= set(e["rows"])
+    from leukedge.runtime.contract import read_contract
+
+    q = read_contract(cv / "fold0" / "model-int8-avx2.onnx").quantization
+    assert q["reduce_range"] is True and q["depthwise_full_range"] >= 0
     assert e["size_bytes"]["int8"] < e["size_bytes"]["fp32"] and 0 <= e["int8_agreement"] <= 1
     cal = read_cv_calibration(cv / "calibration.json")
     assert set(cal.metrics) == {"fp32", "int8"} and cal.int8["reduce_range"] is False
+
+
+def test_a_summary_over_old_and_new_folds_keeps_the_rows_they_share(evaluated):
+    """Folds evaluated before the AVX2 row existed (int8_rr) and after (int8_avx2), as a resumed
+    run has them: the summary keeps the rows every fold has instead of failing."""
+    import copy
+
+    from leukedge.export.fold_summary import summarise
+
+    cv, _ = evaluated
+    fold = json.loads((cv / "fold0" / "eval.json").read_text())
+    old, new = copy.deepcopy(fold), copy.deepcopy(fold)
+    old["rows"]["int8_rr"] = fold["rows"]["fp32"]
+    new["rows"]["int8_avx2"] = fold["rows"]["fp32"]
+    rows = summarise([old, new])["rows"]
+    assert "fp32" in rows and "int8_rr" not in rows and "int8_avx2" not in rows
