@@ -34,10 +34,14 @@ from results_file import append_run
 LEUKEDGE = str(Path(sys.executable).with_name("leukedge"))
 
 
-def pick(root: Path, n: int) -> list[Path]:
+def pick(root: Path, n: int) -> tuple[Path, list[Path]]:
+    """(a warm-up image, ``n`` images spread over the folder), all different files. The warm-up
+    must not share its bytes with a measured image: watch keys a row by the bytes classified,
+    so a copy of a classified image gets no second row."""
     files = sorted(p for p in root.rglob("*.jpg"))
-    step = max(1, len(files) // n)
-    return files[::step][:n]
+    step = max(1, len(files) // (n + 1))
+    chosen = files[::step][:n + 1]
+    return chosen[-1], chosen[:n]
 
 
 def rows_in(path: Path) -> list[dict]:
@@ -52,12 +56,12 @@ def rows_in(path: Path) -> list[dict]:
     return out
 
 
-def run(images: list[Path], rate: float, settle: float, model: str, batch: int,
+def run(warmup: Path, images: list[Path], rate: float, settle: float, model: str, batch: int,
         timeout: float) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench_watch_"))
     inbox, output = work / "inbox", work / "rows.jsonl"
     inbox.mkdir()
-    shutil.copy(images[0], inbox / "warmup.jpg")
+    shutil.copy(warmup, inbox / "warmup.jpg")
     cmd = [LEUKEDGE, "watch", str(inbox), "--output", str(output), "--settle", str(settle),
            "--model", model, "--batch-size", str(batch)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -121,7 +125,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     result = {"command": " ".join(["python", "bench/bench_watch.py", *sys.argv[1:]]),
               "model": args.model,
-              **run(pick(args.images, args.n), args.rate, args.settle, args.model,
+              **run(*pick(args.images, args.n), args.rate, args.settle, args.model,
                     args.batch_size, args.timeout),
               "machine": describe_machine()}
     print(json.dumps(result, indent=1))

@@ -30,10 +30,11 @@ from .image_header import read_dimensions
 
 PIXEL_BUDGET = 32_000_000  # pixels decoded or in a model run at once (see above)
 MAX_RUN_IMAGES = 1024  # images per model run, whatever their size
-# Images per model run on the CPU provider: one thread ran the default INT8 model at 157
-# images/s in runs of 4 against 138 in runs of 16 (224 px; bench/profile_infer.py, docs/
-# RESULTS.md "Where the time goes"): the preprocessing's float tensors of 16 images (9.6 MB
-# each) do not stay in the core's cache, those of 4 do. GPUs want larger runs.
+# Images per model run for a single-threaded CPU session (leukedge infer's workers): one thread
+# ran the default INT8 model at 157 images/s in runs of 4 against 138 in runs of 16 (224 px;
+# bench/profile_infer.py, docs/RESULTS.md "Where the time goes"): the preprocessing's float
+# tensors of 16 images (9.6 MB each) do not stay in the core's cache, those of 4 do. With two
+# intra-op threads larger runs were faster (182 at 4, 200 at 16), and GPUs want them too.
 CPU_RUN_IMAGES = 4
 
 

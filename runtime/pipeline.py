@@ -2,7 +2,7 @@
 
 :func:`classify_files` has worker threads that each decode and classify whole batches (OpenCV
 and ONNX Runtime release the GIL), several batches in flight, and yields results in input order.
-On the CPU provider a batch goes through the model a few images at a time (:func:`run_images`).
+A single-threaded CPU session takes a batch a few images at a time (:func:`run_images`).
 ``leukedge infer`` is a thin layer over it; an embedding application can use it the same way to
 process a folder.
 """
@@ -159,7 +159,8 @@ def _results(classifier: Classifier, sources: Sequence[ImageSource], decoded: di
 
 def run_images(classifier: Classifier, batch_size: int) -> int:
     """Images per model run for a batch: the classifier's :attr:`~Classifier.run_images` (a few
-    on the CPU provider, where cache-sized runs are faster), at most the whole batch."""
+    for a single-threaded CPU session, where cache-sized runs are faster), at most the whole
+    batch."""
     return min(batch_size, classifier.run_images)
 
 

@@ -135,12 +135,15 @@ def test_default_workers_fill_the_cpus(monkeypatch, cpus, per_run, expected):
     assert pipeline.default_workers(fake) == expected
 
 
-@pytest.mark.parametrize("provider, runs", [("cpu", [4, 4, 4, 4, 4, 2]),
-                                            ("cuda", [12, 10])])
-def test_cpu_model_runs_stay_cache_sized(tiny_model_path, sample_images, provider, runs):
-    """22 files in batches of 12: on the CPU provider the model runs 4 images at a time (faster
-    per thread there), on a GPU the whole batch; the results are the same either way."""
-    clf = Classifier(tiny_model_path, provider="cpu")
+@pytest.mark.parametrize("provider, threads, runs", [("cpu", 1, [4, 4, 4, 4, 4, 2]),
+                                                     ("cpu", 2, [12, 10]),
+                                                     ("cuda", 1, [12, 10])])
+def test_cpu_model_runs_stay_cache_sized(tiny_model_path, sample_images, provider, threads,
+                                         runs):
+    """22 files in batches of 12: a single-threaded CPU session runs the model 4 images at a
+    time (faster per thread there), two threads or a GPU the whole batch; the results are
+    the same either way."""
+    clf = Classifier(tiny_model_path, provider="cpu", threads=threads)
     sizes = []
     original = clf.run
     object.__setattr__(clf, "run", lambda pixels, names=None: sizes.append(len(pixels))
