@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .batching import CPU_RUN_IMAGES, MAX_RUN_IMAGES, model_runs
+from .batching import CPU_RUN_IMAGES, MAX_RUN_IMAGES, PIXEL_BUDGET, model_runs
 from .contract import (INPUT_NAME, OPTIONAL_OUTPUTS, OUTPUT_NAME, ContractError,
                        ModelContract, contract_from_metadata, leukedge_version)
 from .cpu import has_int8_vnni
@@ -77,6 +78,15 @@ class Prediction:
                 "probabilities": dict(self.probabilities), "needs_review": self.needs_review,
                 "review_reasons": [r.to_dict() for r in self.review_reasons],
                 "input_checks": dict(self.input_checks)}
+
+
+@dataclass(frozen=True)
+class ImageRun:
+    """One image's outcome of :meth:`Classifier.predict_runs`."""
+
+    prediction: Prediction
+    mask: Optional[np.ndarray]  # the stain mask at the model's input size, when asked for
+    seconds: float  # this image's share of its model run
 
 
 class Classifier:
@@ -165,15 +175,28 @@ class Classifier:
                                  ) -> list[tuple[Prediction, Optional[np.ndarray]]]:
         """:meth:`predict_pixels` with each image's stain mask (for overlays) from the same
         model runs; the mask is None when ``masks`` is False or the model has no mask output."""
+        return [(r.prediction, r.mask) for r in self.predict_runs(images, masks)]
+
+    def predict_runs(self, images: Sequence[np.ndarray], masks: bool = False,
+                     max_images: Optional[int] = None,
+                     pixel_budget: int = PIXEL_BUDGET) -> list["ImageRun"]:
+        """Each image's prediction, stain mask (when ``masks`` and the model has one) and share
+        of its model run's time, in input order. Images run by size, at most ``max_images``
+        (default :attr:`run_images`) and ``pixel_budget`` pixels per run
+        (:func:`~leukedge.runtime.batching.plan_runs`)."""
         masks = masks and "stain_mask" in self.contract.outputs
         names = self.default_outputs + (["stain_mask"] if masks else [])
-        results: dict[int, tuple[Prediction, Optional[np.ndarray]]] = {}
-        for indices, batch in model_runs(images, self.run_images):
+        results: dict[int, ImageRun] = {}
+        runs = model_runs(images, max_images or self.run_images, pixel_budget)
+        for indices, batch in runs:
+            started = time.perf_counter()
             outputs = self.run(batch, names)
+            share = (time.perf_counter() - started) / len(indices)
             mask = outputs.pop("stain_mask", None)
             for j, i in enumerate(indices):
-                results[i] = (self.prediction_from_outputs({k: v[j] for k, v in outputs.items()}),
-                              None if mask is None else mask[j])
+                results[i] = ImageRun(
+                    self.prediction_from_outputs({k: v[j] for k, v in outputs.items()}),
+                    None if mask is None else mask[j], share)
         return [results[i] for i in range(len(images))]
 
     def run(self, pixels: np.ndarray, outputs: Optional[Sequence[str]] = None) -> dict[str, np.ndarray]:

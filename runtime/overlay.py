@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
@@ -129,10 +129,13 @@ def render_overlay(rgb_uint8: np.ndarray, mask: np.ndarray, prediction: Predicti
     return canvas
 
 
-def write_overlay(path: str | os.PathLike, rgb_uint8: np.ndarray, mask: np.ndarray,
+def write_overlay(path: str | os.PathLike, rgb_uint8: np.ndarray, mask: Optional[np.ndarray],
                   prediction: Prediction) -> Path:
-    """Draw the overlay of one image (``mask``: the model's stain mask, any size) at display
-    size and write it atomically as PNG; returns the path."""
+    """Draw the overlay of one image (``mask``: the model's stain mask, any size; None for a
+    model without that output: no outline) at display size and write it atomically as PNG;
+    returns the path."""
+    if mask is None:
+        mask = np.zeros(np.shape(rgb_uint8)[:2], np.uint8)
     image, scaled = display_pair(rgb_uint8, mask)
     ok, encoded = cv2.imencode(".png", render_overlay(image, scaled, prediction))
     if not ok:  # pragma: no cover - OpenCV's PNG encoder does not fail on uint8 BGR

@@ -18,8 +18,8 @@ import time
 
 import numpy as np
 
-from .batching import PIXEL_BUDGET, PixelBudget, model_runs, pixels_of
-from .classifier import Classifier, Prediction
+from .batching import PIXEL_BUDGET, PixelBudget, pixels_of
+from .classifier import Classifier, ImageRun, Prediction
 from .decode import (MAX_PIXELS, ImageError, ImageSource, decode_inspected, describe_source,
                      inspect_image, load_image, read_file_bytes)
 from .input_checks import ReviewReason
@@ -118,22 +118,13 @@ def _decode(source: ImageSource, content: object) -> np.ndarray:
 
 
 def _classify(classifier: Classifier, decoded: dict[int, _Decoded], keep_images: bool,
-              max_images: int, pixel_budget: int
-              ) -> dict[int, tuple[Prediction, Optional[np.ndarray], float]]:
-    """Predictions (and masks) of the decoded images, in runs of :func:`~leukedge.runtime.batching.model_runs`."""
+              max_images: int, pixel_budget: int) -> dict[int, ImageRun]:
+    """Predictions (and masks) of the decoded images, by
+    :meth:`~leukedge.runtime.classifier.Classifier.predict_runs`."""
     keys = list(decoded)
-    out = {}
-    names = classifier.default_outputs + (["stain_mask"] if keep_images else [])
-    for run, batch in model_runs([decoded[k].pixels for k in keys], max_images, pixel_budget):
-        indices = [keys[j] for j in run]
-        started = time.perf_counter()
-        raw = classifier.run(batch, names)
-        share = (time.perf_counter() - started) / len(indices)
-        for j, i in enumerate(indices):
-            row = {k: v[j] for k, v in raw.items() if k != "stain_mask"}
-            mask = raw["stain_mask"][j] if keep_images else None
-            out[i] = (classifier.prediction_from_outputs(row), mask, share)
-    return out
+    runs = classifier.predict_runs([decoded[k].pixels for k in keys], keep_images, max_images,
+                                   pixel_budget)
+    return dict(zip(keys, runs))
 
 
 def _results(classifier: Classifier, sources: Sequence[ImageSource], decoded: dict[int, _Decoded],
@@ -152,9 +143,10 @@ def _results(classifier: Classifier, sources: Sequence[ImageSource], decoded: di
             yield FileResult(name, error=d.error if d.error.startswith(name) else
                              f"{name}: {d.error}")
             continue
-        prediction, mask, share = done[i]
-        yield FileResult(name, prediction=prediction, image=d.pixels if keep_images else None,
-                         mask=mask, seconds=d.seconds + share)
+        run = done[i]
+        yield FileResult(name, prediction=run.prediction,
+                         image=d.pixels if keep_images else None, mask=run.mask,
+                         seconds=d.seconds + run.seconds)
 
 
 def run_images(classifier: Classifier, batch_size: int) -> int:

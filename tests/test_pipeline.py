@@ -160,3 +160,25 @@ def test_cpu_model_runs_stay_cache_sized(tiny_model_path, sample_images, provide
     reference = Classifier(tiny_model_path, provider="cpu")
     assert [r.prediction.probabilities for r in results] == \
         [p.probabilities for p in reference.predict_batch(sources, batch_size=22)]
+
+
+def test_overlays_of_a_model_without_a_stain_mask_output(make_tiny_onnx, sample_images,
+                                                         tmp_path):
+    """A model whose contract has no stain_mask output is still classified with keep_images
+    (the mask is None), and its overlay is drawn without the outline."""
+    import onnx
+
+    from leukedge.runtime.contract import contract_of_proto, embed_contract, save_model
+
+    path = make_tiny_onnx(tmp_path / "nomask.onnx")
+    proto = onnx.load(str(path))
+    contract = contract_of_proto(proto, str(path))
+    save_model(embed_contract(proto, contract.with_updates(
+        outputs=tuple(o for o in contract.outputs if o != "stain_mask"))), path)
+    clf = Classifier(path, provider="cpu")
+    assert "stain_mask" not in clf.contract.outputs
+    results = list(classify_files(clf, sample_images[:2], keep_images=True))
+    assert all(r.ok and r.mask is None and r.image is not None for r in results)
+    written = write_overlay(tmp_path / "o.png", results[0].image, results[0].mask,
+                            results[0].prediction)
+    assert written.stat().st_size > 0
