@@ -21,11 +21,11 @@ DATA_DIR holds one folder per class (Benign/, Early/, Pre/, Pro/; at least 10
 images each, 20 recommended). Adapt fits a small correction on the features the
 model already computes, re-fits its temperature, review threshold (never lower
 than the model's) and input-check limits (never tighter), and writes to RUN_DIR:
-model.onnx (a one-file model like any other: `leukedge infer -m
-RUN_DIR/model.onnx`), model-int8.onnx and model-int8-avx2.onnx where the model
-has those files (for CPUs with and without VNNI), and report.json / report.html:
-the model and the adapted one on your images held out by k-fold, side by side
-(docs/adapt.md)."""
+model.onnx, a one-file model like any other, with its INT8 files where the model
+has them (model-int8.onnx, model-int8-avx2.onnx: for CPUs with and without VNNI;
+`leukedge infer -m RUN_DIR` takes the one this CPU runs exactly), and
+report.json / report.html: the model and the adapted one on your images held out
+by k-fold, side by side (docs/adapt.md)."""
 
 
 def summary_lines(result) -> list[str]:

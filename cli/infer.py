@@ -273,8 +273,10 @@ def infer(
              "from standard input, one per line.")],
     model: Annotated[Optional[str], typer.Option(
         "--model", "-m", show_default=False,
-        help="A bundled model's name (see `leukedge models`) or an ONNX file with a leukedge "
-             "contract. Default: the bundled 'default' model.")] = None,
+        help="A bundled model's name (see `leukedge models`), an ONNX file with a leukedge "
+             "contract, or a run folder of `leukedge train` or `adapt` (its INT8, AVX2 or "
+             "FP32 file, whichever this CPU runs exactly). Default: the bundled 'default' "
+             "model.")] = None,
     provider: ProviderOption = Provider.auto,
     threads: Annotated[Optional[int], typer.Option(
         show_default=False,

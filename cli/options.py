@@ -36,7 +36,9 @@ PROVIDER_HELP = ("auto: CUDA when onnxruntime-gpu has a working GPU, else CPU; c
 
 # Options of the commands that run a model on images (watch, serve).
 ModelOption = Annotated[Optional[str], typer.Option(
-    "--model", "-m", show_default=False, help="Bundled model name or ONNX file.")]
+    "--model", "-m", show_default=False,
+    help="Bundled model name, ONNX file, or run folder (the file of it this CPU runs "
+         "exactly).")]
 ProviderOption = Annotated[Provider, typer.Option(case_sensitive=False, help=PROVIDER_HELP)]
 ThreadsOption = Annotated[Optional[int], typer.Option(show_default=False,
                                                       help="ONNX Runtime threads.")]

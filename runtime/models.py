@@ -51,16 +51,29 @@ def best_variant(name: str, bundled: dict[str, Path]) -> Optional[str]:
       FP32 is the file known to be exact;
     - else whichever INT8 file there is.
     """
-    int8, avx2, fp32 = f"{name}-int8", f"{name}-{AVX2_VARIANT}", f"{name}-fp32"
+    return _pick({"int8": f"{name}-int8", AVX2_VARIANT: f"{name}-{AVX2_VARIANT}",
+                  "fp32": f"{name}-fp32"}, lambda n: n in bundled)
+
+
+def _pick(files: dict, present) -> Optional[str]:
+    """Of ``files`` (precision -> file, those for which ``present`` holds), the one this CPU
+    runs exactly (the rule of :func:`best_variant`)."""
     vnni = has_int8_vnni()
-    if vnni is True and int8 in bundled:
-        return int8
-    if vnni is False and avx2 in bundled:
-        return avx2
-    for candidate in (fp32, int8, avx2):
-        if candidate in bundled:
-            return candidate
-    return None
+    if vnni is True and present(files["int8"]):
+        return files["int8"]
+    if vnni is False and present(files[AVX2_VARIANT]):
+        return files[AVX2_VARIANT]
+    return next((files[p] for p in ("fp32", "int8", AVX2_VARIANT) if present(files[p])), None)
+
+
+def run_folder_model(folder: Path) -> Optional[Path]:
+    """The model file of a run folder (``leukedge train``/``adapt`` output: ``model.onnx`` with
+    ``model-int8.onnx`` and ``model-int8-avx2.onnx`` where made) that this CPU runs exactly,
+    by the rule of :func:`best_variant`; None when the folder has none of them."""
+    files = {"fp32": "model.onnx", "int8": "model-int8.onnx",
+             AVX2_VARIANT: f"model-{AVX2_VARIANT}.onnx"}
+    chosen = _pick(files, lambda n: (folder / n).is_file())
+    return folder / chosen if chosen else None
 
 
 def _looks_like_a_name(text: str) -> bool:
@@ -68,7 +81,8 @@ def _looks_like_a_name(text: str) -> bool:
 
 
 def resolve_model(model: str | os.PathLike | None = None) -> Path:
-    """A bundled model's name, or a path, -> the model file.
+    """A bundled model's name, a path, or a run folder (the file of it that this CPU runs
+    exactly, :func:`run_folder_model`) -> the model file.
 
     Raises:
         ModelNotFoundError: no such bundled model, or no such file; the message lists the
@@ -84,6 +98,12 @@ def resolve_model(model: str | os.PathLike | None = None) -> Path:
     path = Path(text)
     if path.is_file():
         return path
+    if path.is_dir():
+        chosen = run_folder_model(path)
+        if chosen is None:
+            raise ModelNotFoundError(f"{path}: a folder without model.onnx (a run folder of "
+                                     "`leukedge train` or `leukedge adapt` has one)")
+        return chosen
     names = ", ".join(_names(bundled)) or "none in this installation"
     if model is None or _looks_like_a_name(text):
         raise ModelNotFoundError(

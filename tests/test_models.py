@@ -109,3 +109,25 @@ def test_every_cpu_answer_picks_a_file_exact_on_that_cpu(shelf, monkeypatch, mac
         assert resolve_model("default").name == f"leukedge-{want}.onnx"
     finally:
         cpu.has_int8_vnni.cache_clear()
+
+
+@pytest.mark.parametrize("vnni, present, expected", [
+    (True, ("model.onnx", "model-int8.onnx", "model-int8-avx2.onnx"), "model-int8.onnx"),
+    (False, ("model.onnx", "model-int8.onnx", "model-int8-avx2.onnx"), "model-int8-avx2.onnx"),
+    (None, ("model.onnx", "model-int8.onnx", "model-int8-avx2.onnx"), "model.onnx"),
+    (False, ("model.onnx", "model-int8.onnx"), "model.onnx"),
+    (True, ("model.onnx",), "model.onnx"),
+])
+def test_a_run_folder_means_the_file_this_cpu_runs_exactly(tmp_path, monkeypatch, vnni,
+                                                           present, expected):
+    """`-m RUN_DIR` (leukedge adapt's or train's output) picks as the bundled names do."""
+    for name in present:
+        (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setattr(models, "has_int8_vnni", lambda: vnni)
+    assert resolve_model(tmp_path) == tmp_path / expected
+    assert resolve_model(str(tmp_path) + "/") == tmp_path / expected
+
+
+def test_a_folder_without_a_model_is_named(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="a folder without model.onnx"):
+        resolve_model(tmp_path)
