@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -16,6 +17,7 @@ ONNX Runtime wheels), which providers really start, the CPU's INT8 features and 
 file `default` uses here, the bundled models against their recorded sha256, and whether
 the output and temp folders are writable."""
 EPILOG = "Exit codes: 0 = nothing wrong (warnings allowed); 1 = a check failed."
+COLUMNS = 80  # the table's lines wrap their detail to fit
 
 
 def doctor_command(
@@ -35,9 +37,14 @@ def doctor_command(
         typer.echo(json.dumps({"checks": [c.to_dict() for c in checks], "ok": ok}))
     else:
         width = max(len(c.name) for c in checks)
+        indent = " " * (4 + 2 + width + 2)
         for c in checks:
             mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}[c.status]
-            typer.echo(f"{mark}  {c.name:<{width}}  {c.detail}")
+            lines = textwrap.wrap(c.detail, max(20, COLUMNS - len(indent)),
+                                  break_long_words=False, break_on_hyphens=False) or [""]
+            typer.echo(f"{mark}  {c.name:<{width}}  {lines[0]}")
+            for line in lines[1:]:
+                typer.echo(indent + line)
     raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
 
 

@@ -147,7 +147,7 @@ def check_bundled_models() -> list[Check]:
                                                       f"... , recorded {want[:16]}...; "
                                                       "reinstall leukedge"))
         else:
-            out.append(Check(f"model {name}", "ok", f"{path.name} sha256 {got[:16]}..."))
+            out.append(Check(f"model {name}", "ok", f"sha256 {got[:12]}..., as recorded"))
     missing = sorted(set(recorded) - {p.name for p in bundled_models().values()})
     out += [Check(f"model {m}", "fail", f"{m} is missing from {MODELS_DIR}") for m in missing]
     return out

@@ -66,3 +66,11 @@ def test_the_default_model_line_says_why_for_each_cpu(monkeypatch):
     assert seen[False].startswith("leukedge-default-int8-avx2.onnx: INT8 made for CPUs "
                                   "without VNNI")
     assert seen[None] == "leukedge-default-fp32.onnx: FP32 (INT8 exactness unknown on this CPU)"
+
+
+def test_the_table_fits_80_columns(tmp_path, monkeypatch):
+    """Details wrap under their column (a path longer than the line would stay whole)."""
+    monkeypatch.chdir(tmp_path)
+    result = _run()
+    assert result.exit_code == 0, result.output
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80, result.stdout
