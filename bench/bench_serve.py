@@ -6,6 +6,8 @@ clients (httpx) that POST real smear JPEGs to ``/v1/classify`` back to back for 
 seconds, after a short warm-up. Reports requests/s and p50/p99 latency per level, for each
 ``--batch-window-ms`` given (0 = no micro-batching), with the model and the machine.
 
+Needs httpx (``pip install httpx``) beside ``leukedge[serve]``.
+
 Usage:
     python bench/bench_serve.py --images ../shared/data/ALL/Original --seconds 15 \
         --windows 0 2 --json docs/results/bench_serve.json
