@@ -17,7 +17,6 @@ read from /proc (Linux only). Run by hand, not in the test suite:
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 
 from leukedge.modelkit.evaluation.machine import describe_machine
 from leukedge.runtime.models import SAMPLES_DIR
-from results_file import append_run
+from results_file import report
 
 LEUKEDGE = str(Path(sys.executable).with_name("leukedge"))
 HOST = "127.0.0.1"
@@ -159,9 +158,7 @@ def main() -> None:
     result = {"bench": "bench_memory", "model": args.model, "target_mb": TARGET_MB,
               "images": on_disk, "cases": cases, "machine": describe_machine(),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        append_run(args.json, result)
+    report(result, args.json)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Optional
 
 from bench_infer import LEUKEDGE, pick_images, run_timed
 from leukedge.modelkit.evaluation.machine import describe_machine
-from results_file import append_run
+from results_file import report
 
 ROOT = Path(__file__).resolve().parents[1]
 VARYING = ("seconds", "timestamp")
@@ -105,10 +105,7 @@ def main() -> None:
         runs["ray"]["images_per_s_whole_process"] / runs["plain"]["images_per_s_whole_process"], 3)
     rates = [runs[mode]["steady_images_per_s_median"] for mode in ("ray", "plain")]
     result["ray_vs_plain_steady"] = round(rates[0] / rates[1], 3) if all(rates) else None
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        append_run(args.json, result)
+    report(result, args.json)
 
 
 if __name__ == "__main__":

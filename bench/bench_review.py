@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from leukedge.modelkit.evaluation.machine import describe_machine
-from results_file import append_run
+from results_file import command_line, report
 
 LEUKEDGE = str(Path(sys.executable).with_name("leukedge"))
 HOST = "127.0.0.1"
@@ -161,13 +161,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         results = make_results(Path(tmp), args.rows, args.model)
-        result = {"command": " ".join(["python", "bench/bench_review.py", *sys.argv[1:]]),
+        result = {"command": command_line(),
                   "model": args.model, "rows": args.rows,
                   **measure(results, args.model, args.repeats, args.decisions),
                   "machine": describe_machine()}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        append_run(args.json, result)
+    report(result, args.json)
     return 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.modelkit.evaluation.machine import describe_machine
-from results_file import append_run
+from results_file import command_line, report
 
 LEUKEDGE = str(Path(sys.executable).with_name("leukedge"))
 HOST = "127.0.0.1"  # load tests go against loopback only
@@ -122,14 +121,12 @@ def main(argv=None) -> int:
     files = sorted(args.images.rglob("*.jpg"))
     files = files[:: max(1, len(files) // args.n_images)][: args.n_images]
     bodies = [p.read_bytes() for p in files]
-    result = {"command": " ".join(["python", "bench/bench_serve.py", *sys.argv[1:]]),
+    result = {"command": command_line(),
               "model": args.model, "seconds_per_level": args.seconds,
               "runs": [run(args.model, w, bodies, args.concurrency, args.seconds, args.threads)
                        for w in args.windows],
               "machine": describe_machine()}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        append_run(args.json, result)
+    report(result, args.json)
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from leukedge.modelkit.evaluation.machine import describe_machine
-from results_file import append_run
+from results_file import command_line, report
 
 LEUKEDGE = str(Path(sys.executable).with_name("leukedge"))
 
@@ -123,14 +123,12 @@ def main(argv=None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", type=Path, help="append the result here")
     args = parser.parse_args(argv)
-    result = {"command": " ".join(["python", "bench/bench_watch.py", *sys.argv[1:]]),
+    result = {"command": command_line(),
               "model": args.model,
               **run(*pick(args.images, args.n), args.rate, args.settle, args.model,
                     args.batch_size, args.timeout),
               "machine": describe_machine()}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        append_run(args.json, result)
+    report(result, args.json)
     return 0
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from bench_infer import pick_images
 from leukedge.modelkit.evaluation.machine import describe_machine
-from results_file import append_run
+from results_file import command_line, report
 
 STARTUP = """
 import time
@@ -136,7 +136,7 @@ def main() -> None:
     started = time.perf_counter()
     images = np.stack([load_image(p) for p in files])
     decode_ms = (time.perf_counter() - started) * 1000 / len(files)
-    result = {"command": " ".join(["python", "bench/profile_infer.py"] + sys.argv[1:]),
+    result = {"command": command_line(),
               "machine": describe_machine(), "model": Path(model_path).name,
               "images": len(files), "threads": 1,
               "startup_median_of_5": startup(args.model),
@@ -145,9 +145,7 @@ def main() -> None:
               "profile": kernel_profile(model_path, images, args.batch),
               "images_per_s_by_run_size": run_sizes(
                   args.model, images, [int(s) for s in args.batch_sizes.split(",")])}
-    print(json.dumps(result, indent=1))
-    if args.json:
-        append_run(args.json, result)
+    report(result, args.json)
 
 
 if __name__ == "__main__":
