@@ -108,13 +108,34 @@ def test_quantize_checks_its_arguments(tiny_model_path, make_tiny_onnx, calib_di
     assert not (tmp_path / "x.onnx").exists()
 
 
+def _one_file_model(path: Path, nodes: list, inits: list, size: int, n_features: int) -> Path:
+    """A network graph (``image`` float NHWC in; ``logits`` [N, 4] and ``features`` out) behind
+    the preprocessing graph, with a contract, written to ``path``."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        nodes, path.stem,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
+         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", n_features])],
+        inits)
+    net = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    net.ir_version = 9
+    spec = PreprocessSpec(input_size=(size, size))
+    model = compose_model(net, spec)
+    embed_contract(model, ModelContract(classes=CLASSES, preprocessing=spec,
+                                        outputs=output_names(False), review_below=0.0))
+    save_model(model, path)
+    return path
+
+
 # ------------------------------------------------------- 7-bit weights, 8-bit depthwise
 
 
 def _convnet_model(path: Path, size: int = 16) -> Path:
     """A one-file model whose network has a pointwise, a depthwise and a grouped (not
     depthwise) convolution and a dense layer, with seeded random weights."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(7)
     weights = {"pw": rng.normal(0, 0.5, (8, 3, 1, 1)), "dw": rng.normal(0, 0.5, (8, 1, 3, 3)),
@@ -132,19 +153,7 @@ def _convnet_model(path: Path, size: int = 16) -> Path:
              helper.make_node("MatMul", ["features", "W"], ["logits"], name="dense")]
     inits = [numpy_helper.from_array(v.astype(np.int64 if k == "axes" else np.float32), k)
              for k, v in weights.items()]
-    graph = helper.make_graph(
-        nodes, "convnet",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", size, size, 3])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
-         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 8])], inits)
-    net = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    net.ir_version = 9
-    spec = PreprocessSpec(input_size=(size, size))
-    model = compose_model(net, spec)
-    embed_contract(model, ModelContract(classes=CLASSES, preprocessing=spec,
-                                        outputs=output_names(False), review_below=0.0))
-    save_model(model, path)
-    return path
+    return _one_file_model(path, nodes, inits, size, n_features=8)
 
 
 def _weight_ranges(path: Path) -> dict[str, int]:
@@ -200,7 +209,7 @@ def _broken_model(path: Path) -> Path:
     In FP32 the 4 small logits decide; INT8 gives that MatMul+Add output one per-tensor scale of
     ~4, which rounds the informative logits to the same value: quantization destroys the model.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     weights = np.zeros((3, 5), np.float32)
     weights[0, 0] = weights[1, 1] = weights[2, 2] = 4.0
@@ -213,20 +222,7 @@ def _broken_model(path: Path) -> Path:
     inits = [numpy_helper.from_array(v, k) for k, v in
              {"W": weights, "B": bias, "s": np.array([0]), "e": np.array([4]),
               "a": np.array([1]), "axes": np.array([1, 2])}.items()]
-    graph = helper.make_graph(
-        nodes, "broken",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT,
-                                       ["N", BROKEN_SIZE, BROKEN_SIZE, 3])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 4]),
-         helper.make_tensor_value_info("features", TensorProto.FLOAT, ["N", 3])], inits)
-    net = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    net.ir_version = 9
-    spec = PreprocessSpec(input_size=(BROKEN_SIZE, BROKEN_SIZE))
-    model = compose_model(net, spec)
-    embed_contract(model, ModelContract(classes=CLASSES, preprocessing=spec,
-                                        outputs=output_names(False), review_below=0.0))
-    save_model(model, path)
-    return path
+    return _one_file_model(path, nodes, inits, BROKEN_SIZE, n_features=3)
 
 
 @pytest.fixture(scope="module")
