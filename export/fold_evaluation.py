@@ -46,6 +46,7 @@ from leukedge.modelkit.run_record import Calibration, RunRecord
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.decode import load_image
 from leukedge.runtime.files import atomic_write_text
+from leukedge.runtime.models import AVX2_VARIANT, run_folder_file
 from leukedge.runtime.session import create_session
 
 from .fold_summary import INT8_AVX2_SETTING, INT8_SETTING, fold_metrics, write_summary
@@ -171,10 +172,10 @@ def _export_fold(folder: Path, model: Any, record: RunRecord, images: FoldImages
         return export, None, export_s, 0.0
     calib = tuple(select_evenly(images.train_files, CALIBRATION_IMAGES))
     started = time.perf_counter()
-    quant = quantize_model(run.onnx_model, folder / "model-int8.onnx",
+    quant = quantize_model(run.onnx_model, folder / run_folder_file("int8"),
                            QuantizeOptions(calib_paths=calib, **INT8_SETTING), force=True)
     quant_s = time.perf_counter() - started
-    quantize_model(run.onnx_model, folder / "model-int8-avx2.onnx",
+    quantize_model(run.onnx_model, folder / run_folder_file(AVX2_VARIANT),
                    QuantizeOptions(calib_paths=calib, **INT8_AVX2_SETTING), force=True)
     return export, quant, export_s, quant_s
 
@@ -226,8 +227,9 @@ def evaluate_fold(folder: str | os.PathLike, model: Any, record: RunRecord,
     record = record.with_updates(calibration=Calibration(temperature=temperature,
                                                          fitted_on="fold validation split"))
     export, quant, export_s, quant_s = _export_fold(folder, model, record, images)
-    files = {"fp32": "model.onnx"} if quant is None else {
-        "fp32": "model.onnx", "int8": "model-int8.onnx", "int8_avx2": "model-int8-avx2.onnx"}
+    files = {"fp32": run_folder_file()} if quant is None else {
+        "fp32": run_folder_file(), "int8": run_folder_file("int8"),
+        "int8_avx2": run_folder_file(AVX2_VARIANT)}
     probs = _probabilities(folder, files, images.pixels)
     labels = images.labels
     return {

@@ -66,12 +66,17 @@ def _pick(files: dict, present) -> Optional[str]:
     return next((files[p] for p in ("fp32", "int8", AVX2_VARIANT) if present(files[p])), None)
 
 
+def run_folder_file(precision: str = "fp32") -> str:
+    """A run folder's file for ``precision``: ``model.onnx`` (FP32), ``model-int8.onnx``,
+    ``model-int8-avx2.onnx`` (what train, crossval-eval and adapt write)."""
+    return "model.onnx" if precision == "fp32" else f"model-{precision}.onnx"
+
+
 def run_folder_model(folder: Path) -> Optional[Path]:
-    """The model file of a run folder (``leukedge train``/``adapt`` output: ``model.onnx`` with
-    ``model-int8.onnx`` and ``model-int8-avx2.onnx`` where made) that this CPU runs exactly,
-    by the rule of :func:`best_variant`; None when the folder has none of them."""
-    files = {"fp32": "model.onnx", "int8": "model-int8.onnx",
-             AVX2_VARIANT: f"model-{AVX2_VARIANT}.onnx"}
+    """The model file of a run folder (:func:`run_folder_file`: FP32, with its INT8 files
+    where made) that this CPU runs exactly, by the rule of :func:`best_variant`; None when the
+    folder has none of them."""
+    files = {p: run_folder_file(p) for p in ("fp32", "int8", AVX2_VARIANT)}
     chosen = _pick(files, lambda n: (folder / n).is_file())
     return folder / chosen if chosen else None
 

@@ -30,6 +30,7 @@ import numpy as np
 from leukedge.runtime.classifier import Classifier
 from leukedge.runtime.contract import contract_of_proto, save_model
 from leukedge.runtime.files import display_path, sha256_file
+from leukedge.runtime.models import run_folder_file
 
 from .adapt_report import held_out_metrics, site_result, write_reports
 from .offset_logistic import one_blas_thread
@@ -40,7 +41,7 @@ from .site_model import (METHOD, SIBLINGS, build_site_model, check_parity, measu
                          parent_files, site_contract)
 
 DEFAULT_FOLDS = 5
-MODEL_FILE = "model.onnx"
+MODEL_FILE = run_folder_file()
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
 
@@ -60,7 +61,7 @@ def check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not overwrite:
         raise ValueError(f"--out {display_path(out_dir)} already exists; pass --overwrite to "
                          f"replace its model files ({MODEL_FILE}, "
-                         f"{', '.join(sibling_file(s) for s in SIBLINGS)}) and reports, or "
+                         f"{', '.join(run_folder_file(s) for s in SIBLINGS)}) and reports, or "
                          "choose a new folder")
 
 
@@ -171,17 +172,12 @@ def _adapt(data_dir, out_dir: Path, parent, overwrite: bool, folds: int,
     return AdaptResult(out_dir, written, report)
 
 
-def sibling_file(suffix: str) -> str:
-    """The adapted file of the parent's ``X-<suffix>.onnx`` sibling: ``model-<suffix>.onnx``."""
-    return f"{Path(MODEL_FILE).stem}-{suffix}.onnx"
-
-
 def _sibling(suffix: str, files, fit, provenance, metrics, out_dir: Path, site: SiteImages,
              fp32: Classifier, threads: Optional[int], overwrite: bool):
     """The quantized sibling ``suffix`` (int8, int8-avx2) with the same site head: (its path,
     its agreement with FP32 on the site images); None when the parent has no such file (a
     stale one is removed)."""
-    path = out_dir / sibling_file(suffix)
+    path = out_dir / run_folder_file(suffix)
     source = files.siblings.get(suffix)
     if source is None:
         if overwrite and path.is_file():

@@ -20,7 +20,7 @@ import numpy as np
 from leukedge.runtime.batching import model_runs
 from leukedge.runtime.contract import ModelContract, embed_contract, leukedge_version
 from leukedge.runtime.errors import CheckRefused
-from leukedge.runtime.models import resolve_model
+from leukedge.runtime.models import AVX2_VARIANT, resolve_model
 
 from .site_fit import SiteData, SiteFit
 from .site_graph import adapted_model
@@ -38,7 +38,7 @@ class ParityRefused(CheckRefused, RuntimeError):
 
 
 # the quantized siblings adapt carries the site head into, by name suffix
-SIBLINGS = ("int8", "int8-avx2")
+SIBLINGS = ("int8", AVX2_VARIANT)
 
 
 @dataclass(frozen=True)
