@@ -48,19 +48,19 @@ def prepare(model_path: Path, work: Path, notes: list[str]) -> Path:
     return model_path
 
 
-def _static(prepared: Path, out: Path, options, reader) -> dict:
+def _static(prepared: Path, graph: Any, out: Path, options, reader) -> dict:
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[options.calib_method]
-    full_range = _depthwise_weights(prepared) if options.depthwise_full_range else []
+    full_range = _depthwise_weights(graph) if options.depthwise_full_range else []
     overrides = {name: [{"axis": 0, "reduce_range": False} if options.per_channel
                         else {"reduce_range": False}] for name in full_range}
     quantize_static(str(prepared), str(out), reader, quant_format=QuantFormat.QDQ,
                     per_channel=options.per_channel, reduce_range=options.reduce_range,
                     activation_type=QuantType.QUInt8, weight_type=_weight_type(options),
-                    nodes_to_exclude=_excluded(prepared, options), calibrate_method=method,
+                    nodes_to_exclude=_excluded(graph, options), calibrate_method=method,
                     extra_options={"TensorQuantOverrides": overrides} if overrides else None)
     extra = {"format": "QDQ", "activation_type": "uint8", "weight_type": options.weight_type,
              "reduce_range": options.reduce_range}
@@ -69,17 +69,15 @@ def _static(prepared: Path, out: Path, options, reader) -> dict:
     return extra
 
 
-def _depthwise_weights(model_path: Path) -> list[str]:
-    """Weight initializers of the depthwise convolutions (one input channel per group).
+def _depthwise_weights(model: Any) -> list[str]:
+    """Weight initializers of the depthwise convolutions (one input channel per group) of an
+    ``onnx.ModelProto``.
 
     ONNX Runtime runs these with its depthwise kernels, which accumulate every product in 32
     bits on any x86 CPU; the other convolutions and dense layers run as matrix products, whose
     AVX2 kernels add pairs of uint8 x int8 products in 16 bits first (``vpmaddubsw``) and can
     saturate unless the weights have 7 bits.
     """
-    import onnx
-
-    model = onnx.load(str(model_path))
     weights = {t.name: t for t in model.graph.initializer}
     out = []
     for node in model.graph.node:
@@ -90,11 +88,9 @@ def _depthwise_weights(model_path: Path) -> list[str]:
     return sorted(set(out))
 
 
-def _excluded(model_path: Path, options) -> list[str]:
+def _excluded(model: Any, options) -> list[str]:
     """The user's exclusions plus every node outside the network."""
-    import onnx
-
-    return sorted(set(options.exclude_nodes) | set(other_node_names(onnx.load(str(model_path)))))
+    return sorted(set(options.exclude_nodes) | set(other_node_names(model)))
 
 
 def _weight_type(options):
@@ -103,12 +99,12 @@ def _weight_type(options):
     return QuantType.QUInt8 if options.weight_type == "uint8" else QuantType.QInt8
 
 
-def _dynamic(prepared: Path, out: Path, options) -> dict:
+def _dynamic(prepared: Path, graph: Any, out: Path, options) -> dict:
     from onnxruntime.quantization import quantize_dynamic
 
     quantize_dynamic(str(prepared), str(out), per_channel=options.per_channel,
                      reduce_range=options.reduce_range, weight_type=_weight_type(options),
-                     nodes_to_exclude=_excluded(prepared, options))
+                     nodes_to_exclude=_excluded(graph, options))
     return {"format": "dynamic (ConvInteger/MatMulInteger)", "weight_type": options.weight_type,
             "reduce_range": options.reduce_range}
 
@@ -173,11 +169,12 @@ def _make_child(model_path: Path, parent_proto: Any, work: Path, options, reader
             check_node_names(parent_proto, options.exclude_nodes, str(model_path))
             return BackendResult(proto=_fp16(parent_proto, options), extra={"keep_io_types": True})
         prepared = prepare(model_path, work, notes)
-        check_node_names(onnx.load(str(prepared)), options.exclude_nodes,
+        graph = onnx.load(str(prepared))  # read once for the checks and the exclusions
+        check_node_names(graph, options.exclude_nodes,
                          "the model after onnxruntime's pre-processing")
         out = work / "quantized.onnx"
-        extra = (_static(prepared, out, options, reader) if options.method == "static"
-                 else _dynamic(prepared, out, options))
+        extra = (_static(prepared, graph, out, options, reader) if options.method == "static"
+                 else _dynamic(prepared, graph, out, options))
         extra["preprocessed"] = prepared != model_path
         return BackendResult(proto=onnx.load(str(out)), extra=extra, notes=notes,
                              float_path=prepared, quant_path=out)
